@@ -1,0 +1,31 @@
+export {
+	describeSystemError,
+	InvalidPathError,
+	MountError,
+	NotFoundError,
+	PermissionError,
+	ScratchError,
+	StoreError,
+	UnsupportedEnvironmentError,
+	UsageError,
+} from './errors.js';
+export {
+	type BackendChoice,
+	type BackendName,
+	backendProblem,
+	readHostFacts,
+	selectBackend,
+} from './run/backend.js';
+export type {StdioTarget} from './run/namespace.js';
+export {buildOverlayOptions} from './run/namespace-plan.js';
+export {
+	type RunEvent,
+	type RunHandle,
+	type RunOptions,
+	type RunResult,
+	runCommand,
+	startRun,
+} from './run/run.js';
+export type {WriteStats} from './run/upper-stats.js';
+export {collectGarbage, type GcReport} from './store/gc.js';
+export {defaultStorePath, openStore, type Store} from './store/store.js';

@@ -1,0 +1,100 @@
+import {realpathSync, statSync} from 'node:fs';
+import path from 'node:path';
+import {
+	describeSystemError,
+	InvalidPathError,
+	NotFoundError,
+	UnsupportedEnvironmentError,
+	UsageError,
+} from '../errors.js';
+import {isOnOverlayfs} from '../store/store.js';
+
+/** Whether `inner` is `outer` or lies below it (both absolute, normalised). */
+export function isWithin(inner: string, outer: string): boolean {
+	const relative = path.relative(outer, inner);
+	return relative === '' || (!relative.startsWith('..') && !path.isAbsolute(relative));
+}
+
+/** The source tree's real path, or a clear error when it cannot be one. */
+export function resolveSourceTree(source: string): string {
+	let real: string;
+	try {
+		real = realpathSync(source);
+	} catch (error) {
+		const {code} = error as NodeJS.ErrnoException;
+		if (code === 'ENOENT') {
+			throw new NotFoundError(
+				`source tree ${source} does not exist; pass an existing directory with --src DIR`,
+			);
+		}
+
+		throw new InvalidPathError(
+			`source tree ${source} cannot be used: ${describeSystemError(error)}; pass a readable directory with --src DIR`,
+		);
+	}
+
+	if (!statSync(real).isDirectory()) {
+		throw new InvalidPathError(`source ${source} is not a directory; pass a directory with --src DIR`);
+	}
+
+	return real;
+}
+
+/** Refuse stores the overlay cannot use with this source: nested in it, containing it, or on overlayfs. */
+export function checkStorePlacement(storeRoot: string, source: string): void {
+	const store = realpathSync(storeRoot);
+	if (isWithin(store, source)) {
+		throw new InvalidPathError(
+			`store ${store} is inside the source tree ${source}: the run would see (and overlap) its own store; put the store elsewhere with --store DIR`,
+		);
+	}
+
+	if (isWithin(source, store)) {
+		throw new InvalidPathError(
+			`source ${source} is inside the store ${store}; run on a directory outside the store`,
+		);
+	}
+
+	if (isOnOverlayfs(store)) {
+		throw new UnsupportedEnvironmentError(
+			`store ${store} is on overlayfs (as inside a container), where an overlay upper dir cannot live; put the store on a real filesystem or volume with --store DIR`,
+		);
+	}
+}
+
+/** The directory the command starts in, relative to the view: the caller's, if it stood inside the source. */
+export function relativeWorkingDirectory(source: string, callerDirectory: string): string {
+	let real: string;
+	try {
+		real = realpathSync(callerDirectory);
+	} catch {
+		return '';
+	}
+
+	return isWithin(real, source) ? path.relative(source, real) : '';
+}
+
+/** A command is required, and its name cannot be empty. */
+export function checkCommand(command: readonly string[]): void {
+	if (command.length === 0) {
+		throw new UsageError("no command to run; put it after '--', for example: scratch run -- make");
+	}
+
+	if (command[0] === '') {
+		throw new UsageError("the command name is empty; put the command after '--'");
+	}
+}
+
+/** A `--tmpfs` mount point outside the view must already exist: scratch never creates host directories. */
+export function checkTmpfsMountPoint(mountPoint: string, requested: string): void {
+	let isDirectory = false;
+	try {
+		isDirectory = statSync(mountPoint).isDirectory();
+	} catch {}
+
+	if (!isDirectory) {
+		throw new InvalidPathError(
+			`--tmpfs ${requested}: ${mountPoint} is not an existing directory outside the source tree; name an existing directory such as /tmp, or a path inside the source`,
+		);
+	}
+}

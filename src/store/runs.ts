@@ -1,0 +1,176 @@
+import {spawn} from 'node:child_process';
+import {mkdirSync, readdirSync, readFileSync, renameSync, writeFileSync} from 'node:fs';
+import path from 'node:path';
+import {customAlphabet} from 'nanoid';
+import {syncDirectory, writeFileAtomic} from '../system/atomic-file.js';
+import {findExecutable} from '../system/executables.js';
+import {isProcessAlive, type ProcessIdentity, readBootId} from '../system/process-identity.js';
+import type {Store} from './store.js';
+import {moveToTrash} from './trash.js';
+
+/** Run ids: lowercase letters and digits only, so they never look like a flag or need quoting. */
+export const createRunId = customAlphabet('0123456789abcdefghijklmnopqrstuvwxyz', 12);
+
+/** What the store records about a run; `lease.json` while it runs, `run.json` once kept. */
+export type RunRecord = {
+	id: string;
+	state: 'running' | 'kept';
+	/** The scratch process responsible for the run; while it lives, nobody else touches the run. */
+	owner: ProcessIdentity;
+	created: string;
+	src: string;
+	command: string[];
+	inPlace: boolean;
+	backend: string;
+	finished?: string;
+	exitCode?: number;
+};
+
+/** Paths inside one run's directory, relative to it: the namespace mounts from inside the run dir. */
+export const runEntries = {
+	upper: 'upper',
+	work: 'work',
+	merged: 'merged',
+	lease: 'lease.json',
+	record: 'run.json',
+};
+
+function temporaryName(id: string, owner: ProcessIdentity): string {
+	return `${id}.${owner.bootId.slice(0, 8)}.${owner.pid}.${owner.startTime}`;
+}
+
+function isTemporaryNameAlive(name: string): boolean {
+	const [, bootPrefix, pid, startTime] = name.split('.');
+	if (!bootPrefix || !pid || !startTime) {
+		return false;
+	}
+
+	const bootId = readBootId();
+	return (
+		bootId.startsWith(bootPrefix) && isProcessAlive({pid: Number(pid), startTime: Number(startTime), bootId})
+	);
+}
+
+/**
+Create a run's directory with its lease, upper, work and mount point. It is built under `tmp/` with
+the owner's identity in its name and renamed into `runs/` complete, so `gc` never sees a run without a
+lease and never mistakes a run being prepared for a dead one.
+*/
+export function createRunDirectory(store: Store, record: RunRecord): string {
+	const preparing = path.join(store.tmpDir, temporaryName(record.id, record.owner));
+	mkdirSync(preparing, {mode: 0o700});
+	for (const entry of [runEntries.upper, runEntries.work, runEntries.merged]) {
+		mkdirSync(path.join(preparing, entry), {mode: 0o755});
+	}
+
+	// Not fsynced: a lease only matters while this boot lasts.
+	writeFileSync(path.join(preparing, runEntries.lease), JSON.stringify(record));
+	const runDirectory = path.join(store.runsDir, record.id);
+	renameSync(preparing, runDirectory);
+	return runDirectory;
+}
+
+function readLease(runDirectory: string): RunRecord | undefined {
+	try {
+		return JSON.parse(readFileSync(path.join(runDirectory, runEntries.lease), 'utf8')) as RunRecord;
+	} catch {
+		return undefined;
+	}
+}
+
+/** Runs in `runs/` whose owner is still alive. */
+export function listLiveRuns(store: Store): RunRecord[] {
+	const live: RunRecord[] = [];
+	for (const id of safeReaddir(store.runsDir)) {
+		const lease = readLease(path.join(store.runsDir, id));
+		if (lease && isProcessAlive(lease.owner)) {
+			live.push(lease);
+		}
+	}
+
+	return live;
+}
+
+/** What dead runs and abandoned preparations left behind, without touching it. */
+export function findAbandoned(store: Store): Array<{directory: string; trashName: string}> {
+	const abandoned: Array<{directory: string; trashName: string}> = [];
+	for (const id of safeReaddir(store.runsDir)) {
+		const directory = path.join(store.runsDir, id);
+		const lease = readLease(directory);
+		// A run dir always arrives with its lease, so one without a readable lease is debris.
+		if (!lease || !isProcessAlive(lease.owner)) {
+			abandoned.push({directory, trashName: `run-${id}`});
+		}
+	}
+
+	for (const name of safeReaddir(store.tmpDir)) {
+		if (!isTemporaryNameAlive(name)) {
+			abandoned.push({directory: path.join(store.tmpDir, name), trashName: `tmp-${name}`});
+		}
+	}
+
+	return abandoned;
+}
+
+/**
+Move what dead runs left into the trash. Mounts need no cleanup: they lived in the dead run's mount
+namespace, which the kernel tore down with its last process. Returns the trash names used.
+*/
+export function reclaimAbandoned(store: Store): string[] {
+	const moved: string[] = [];
+	for (const {directory, trashName} of findAbandoned(store)) {
+		const name = moveToTrash(store, directory, trashName);
+		if (name) {
+			moved.push(name);
+		}
+	}
+
+	return moved;
+}
+
+/**
+Keep a finished run for later: record it durably, move it to `kept/`, and drop its work dir. The
+upper's data is flushed to disk first so a crash cannot lose what was kept.
+*/
+export async function keepRun(store: Store, runDirectory: string, record: RunRecord): Promise<string> {
+	await syncFileSystem(runDirectory);
+	await writeFileAtomic(
+		path.join(runDirectory, runEntries.record),
+		`${JSON.stringify(record, undefined, '\t')}\n`,
+	);
+	const keptDirectory = path.join(store.keptDir, record.id);
+	renameSync(runDirectory, keptDirectory);
+	await syncDirectory(store.keptDir);
+	for (const entry of [runEntries.work, runEntries.merged, runEntries.lease]) {
+		moveToTrash(store, path.join(keptDirectory, entry), `kept-${record.id}-${entry}`);
+	}
+
+	return keptDirectory;
+}
+
+/** Ids of kept runs. */
+export function listKeptRuns(store: Store): string[] {
+	return safeReaddir(store.keptDir);
+}
+
+function safeReaddir(directory: string): string[] {
+	try {
+		return readdirSync(directory);
+	} catch {
+		return [];
+	}
+}
+
+async function syncFileSystem(directory: string): Promise<void> {
+	await new Promise<void>((resolve, reject) => {
+		const child = spawn(findExecutable('sync'), ['--file-system', directory], {stdio: 'ignore'});
+		child.on('error', reject);
+		child.on('close', (code) => {
+			if (code === 0) {
+				resolve();
+			} else {
+				reject(new Error(`sync --file-system ${directory} exited with status ${code}`));
+			}
+		});
+	});
+}

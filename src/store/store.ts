@@ -1,0 +1,167 @@
+import {constants, mkdirSync, readdirSync, readFileSync, statfsSync} from 'node:fs';
+import {access} from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import {describeSystemError, NotFoundError, PermissionError, StoreError} from '../errors.js';
+import {writeFileAtomic} from '../system/atomic-file.js';
+
+/** The record at the top of every store; a store with another record is refused, never mixed. */
+export const storeFormat = {
+	scratchStore: 1,
+	// One upper format for root and rootless: userxattr, index=off, no metacopy or redirect_dir.
+	layerFormat: 'overlay-userxattr-1',
+} as const;
+
+const formatFileName = 'scratch-store.json';
+const overlayfsMagic = 0x79_4c_76_30;
+
+/** Where everything of one store lives. Only the store module knows this layout. */
+export type Store = {
+	/** Absolute path of the store directory. */
+	readonly root: string;
+	/** Runs in progress (and runs whose scratch died), each `runs/ID` with a lease. */
+	readonly runsDir: string;
+	/** Runs kept with `--keep`, each `kept/ID`. */
+	readonly keptDir: string;
+	/** Whatever is being deleted in the background. */
+	readonly trashDir: string;
+	/** Entries being prepared; their names carry their owner's lease. */
+	readonly tmpDir: string;
+};
+
+/** The default store: `/var/lib/scratch` for root, else under `$XDG_DATA_HOME` (or `~/.local/share`). */
+export function defaultStorePath(environment: NodeJS.ProcessEnv = process.env): string {
+	if (environment['SCRATCH_STORE']) {
+		return path.resolve(environment['SCRATCH_STORE']);
+	}
+
+	if (process.geteuid?.() === 0) {
+		return '/var/lib/scratch';
+	}
+
+	const dataHome =
+		environment['XDG_DATA_HOME'] || path.join(environment['HOME'] || os.homedir(), '.local/share');
+	return path.resolve(dataHome, 'scratch');
+}
+
+function storeLayout(root: string): Store {
+	return {
+		root,
+		runsDir: path.join(root, 'runs'),
+		keptDir: path.join(root, 'kept'),
+		trashDir: path.join(root, 'trash'),
+		tmpDir: path.join(root, 'tmp'),
+	};
+}
+
+/** Whether a directory sits on overlayfs (an upper dir there cannot be mounted: nested overlay). */
+export function isOnOverlayfs(directory: string): boolean {
+	return statfsSync(directory).type === overlayfsMagic;
+}
+
+/**
+Open a store, creating it when the directory is missing or empty. Synchronous on purpose: it is a
+handful of syscalls on the start-up path of every run.
+*/
+export async function openStore(storePath?: string): Promise<Store> {
+	const root = path.resolve(storePath ?? defaultStorePath());
+	const store = storeLayout(root);
+	let recordText: string | undefined;
+	try {
+		recordText = readFileSync(path.join(root, formatFileName), 'utf8');
+	} catch (error) {
+		const {code} = error as NodeJS.ErrnoException;
+		if (code === 'EACCES') {
+			throw new PermissionError(
+				`cannot open store ${root}: permission denied; use a store you own with --store DIR or SCRATCH_STORE`,
+			);
+		}
+
+		if (code !== 'ENOENT' && code !== 'ENOTDIR') {
+			throw new StoreError(`cannot open store ${root}: ${describeSystemError(error)}`, {cause: error});
+		}
+	}
+
+	if (recordText === undefined) {
+		await initializeStore(store);
+	} else {
+		checkFormatRecord(root, recordText);
+	}
+
+	return store;
+}
+
+function checkFormatRecord(root: string, recordText: string): void {
+	let record: {scratchStore?: unknown; layerFormat?: unknown};
+	try {
+		record = JSON.parse(recordText) as typeof record;
+	} catch (error) {
+		throw new StoreError(
+			`store ${root} has a damaged ${formatFileName}; move the directory aside and let scratch create a new store`,
+			{cause: error},
+		);
+	}
+
+	if (record.scratchStore !== storeFormat.scratchStore || record.layerFormat !== storeFormat.layerFormat) {
+		throw new StoreError(
+			`store ${root} has format ${String(record.scratchStore)}/${String(record.layerFormat)}, this scratch uses ${storeFormat.scratchStore}/${storeFormat.layerFormat}; use another --store`,
+		);
+	}
+}
+
+async function initializeStore(store: Store): Promise<void> {
+	const {root} = store;
+	try {
+		mkdirSync(root, {recursive: true, mode: 0o700});
+	} catch (error) {
+		const {code} = error as NodeJS.ErrnoException;
+		if (code === 'EEXIST' || code === 'ENOTDIR') {
+			throw new StoreError(`store ${root} is not a directory; pass a directory with --store DIR`);
+		}
+
+		if (code === 'EACCES' || code === 'EROFS') {
+			throw new PermissionError(
+				`cannot create store ${root}: ${describeSystemError(error)}; use a writable place with --store DIR`,
+			);
+		}
+
+		throw new StoreError(`cannot create store ${root}: ${describeSystemError(error)}`, {cause: error});
+	}
+
+	const existing = readdirSync(root).filter((name) => !name.startsWith(`.${formatFileName}.`));
+	if (existing.some((name) => !['runs', 'kept', 'trash', 'tmp'].includes(name))) {
+		throw new StoreError(
+			`${root} is not a scratch store: it holds other files and no ${formatFileName}; pass an empty or new directory with --store DIR`,
+		);
+	}
+
+	try {
+		await access(root, constants.W_OK | constants.X_OK);
+		for (const directory of [store.runsDir, store.keptDir, store.trashDir, store.tmpDir]) {
+			mkdirSync(directory, {recursive: true, mode: 0o700});
+		}
+
+		// The record goes last: a store with a record is complete.
+		await writeFileAtomic(
+			path.join(root, formatFileName),
+			`${JSON.stringify(storeFormat, undefined, '\t')}\n`,
+			{
+				mode: 0o600,
+			},
+		);
+	} catch (error) {
+		throw new PermissionError(
+			`cannot initialise store ${root}: ${describeSystemError(error)}; use a store you own with --store DIR`,
+			{cause: error},
+		);
+	}
+}
+
+/** Fail with a clear message unless the store exists already (for commands that only read it). */
+export function assertStoreExists(storePath: string): void {
+	try {
+		readFileSync(path.join(storePath, formatFileName));
+	} catch {
+		throw new NotFoundError(`no scratch store at ${storePath}; pass the right one with --store DIR`);
+	}
+}

@@ -1,0 +1,44 @@
+import {accessSync, constants} from 'node:fs';
+import path from 'node:path';
+import {UnsupportedEnvironmentError} from '../errors.js';
+
+const packages: Record<string, string> = {
+	setpriv: 'util-linux',
+	unshare: 'util-linux',
+	mount: 'mount',
+	flock: 'util-linux',
+	sh: 'dash',
+	rm: 'coreutils',
+	sync: 'coreutils',
+};
+
+const found = new Map<string, string>();
+
+/**
+Absolute path of a program scratch runs, looked up once. The system directories come first so that a
+PATH set for the user's command cannot replace the tools scratch builds its namespace with.
+*/
+export function findExecutable(name: string): string {
+	const cached = found.get(name);
+	if (cached) {
+		return cached;
+	}
+
+	const directories = ['/usr/bin', '/bin', '/usr/sbin', '/sbin', ...(process.env['PATH'] ?? '').split(':')];
+	for (const directory of directories) {
+		if (!directory) {
+			continue;
+		}
+
+		const candidate = path.join(directory, name);
+		try {
+			accessSync(candidate, constants.X_OK);
+			found.set(name, candidate);
+			return candidate;
+		} catch {}
+	}
+
+	throw new UnsupportedEnvironmentError(
+		`scratch needs the program '${name}' and cannot find it; install the ${packages[name] ?? name} package`,
+	);
+}
