@@ -15,7 +15,10 @@ export type NamespacePlan = {
 	workingDirectory: string;
 	/** Discard-only runs skip the upper's syncs; the upper is thrown away after a crash anyway. */
 	volatile: boolean;
-	/** Private tmpfs mounts; `create` ones lie inside the view, where making the mount point is a discarded write. */
+	/**
+	Private tmpfs mounts; `create` ones lie inside the view (their mount point, if missing, is a discarded
+	write), the others elsewhere in the namespace (their mount point must exist on the host).
+	*/
 	tmpfs: Array<{path: string; create: boolean}>;
 	command: string[];
 };
@@ -49,19 +52,29 @@ export function buildOverlayOptions({volatile}: {volatile: boolean}): string {
 Runs as pid 1 of the run's PID namespace. It never execs the command: pid 1 ignores signals it has no
 handler for, so the command runs as its child, where forwarded signals reach it. fd 2 is scratch's
 control pipe until the view is ready; fd 3 is the caller's stderr, which the command gets as fd 2.
+Order matters: tmpfs mounts outside the view come first, so one that covers the view's mount point
+(--tmpfs /tmp with the store under /tmp) is mounted over, not the other way round; the mount point is
+then recreated inside that private tmpfs. Upper and work are reached through the working directory and
+the source through fd 5, which stay valid whatever gets covered. Missing mount points are only ever
+created inside the view or inside one of the run's own tmpfs mounts (preflight checked the others).
 */
 const setupScript = `set -u
-mount=$1 mkdir=$2 source=$3 target=$4 cwd=$5 options=$6 count=$7
-shift 7
+mount=$1 mkdir=$2 source=$3 target=$4 cwd=$5 options=$6
+shift 6
+tmpfs() {
+	[ -d "$1" ] || "$mkdir" -p -- "$1" || exit 125
+	"$mount" -t tmpfs -o mode=1777,nosuid,nodev scratch-tmpfs "$1" || exit 125
+}
 exec 5<"$source" || exit 125
+count=$1
+shift
+while [ "$count" -gt 0 ]; do tmpfs "$1"; shift; count=$((count - 1)); done
+[ -d "$target" ] || "$mkdir" -p -- "$target" || exit 125
 "$mount" -t overlay -o "$options" scratch "$target" || exit 125
 exec 5<&-
-while [ "$count" -gt 0 ]; do
-	if [ "$1" = create ] && [ ! -d "$2" ]; then "$mkdir" -p -- "$2" || exit 125; fi
-	"$mount" -t tmpfs -o mode=1777,nosuid,nodev scratch-tmpfs "$2" || exit 125
-	shift 2
-	count=$((count - 1))
-done
+count=$1
+shift
+while [ "$count" -gt 0 ]; do tmpfs "$1"; shift; count=$((count - 1)); done
 shift
 cd -- "$cwd" || exit 125
 printf '\\036scratch-ready\\n' >&2
@@ -89,7 +102,8 @@ export function buildNamespaceCommand(
 		'--kill-child=SIGKILL',
 		'--mount-proc',
 	];
-	const tmpfsArguments = plan.tmpfs.flatMap((mount) => [mount.create ? 'create' : 'existing', mount.path]);
+	const outsideView = plan.tmpfs.filter((mount) => !mount.create).map((mount) => mount.path);
+	const insideView = plan.tmpfs.filter((mount) => mount.create).map((mount) => mount.path);
 	return {
 		file: tools.setpriv,
 		args: [
@@ -109,8 +123,10 @@ export function buildNamespaceCommand(
 			plan.target,
 			plan.workingDirectory,
 			buildOverlayOptions({volatile: plan.volatile}),
-			String(plan.tmpfs.length),
-			...tmpfsArguments,
+			String(outsideView.length),
+			...outsideView,
+			String(insideView.length),
+			...insideView,
 			'--',
 			...plan.command,
 		],

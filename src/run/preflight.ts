@@ -40,9 +40,32 @@ export function resolveSourceTree(source: string): string {
 	return real;
 }
 
-/** Refuse stores the overlay cannot use with this source: nested in it, containing it, or on overlayfs. */
+/** Real path of a path that may not exist yet: its deepest existing ancestor resolved, the rest appended. */
+export function realpathOfFuture(target: string): {path: string; existingAncestor: string} {
+	const missing: string[] = [];
+	let current = path.resolve(target);
+	for (;;) {
+		try {
+			const real = realpathSync(current);
+			return {path: path.join(real, ...missing.reverse()), existingAncestor: real};
+		} catch {
+			const parent = path.dirname(current);
+			if (parent === current) {
+				return {path: path.resolve(target), existingAncestor: '/'};
+			}
+
+			missing.push(path.basename(current));
+			current = parent;
+		}
+	}
+}
+
+/**
+Refuse stores the overlay cannot use with this source: nested in it, containing it, or on overlayfs.
+Checked before the store is created, so a refused run creates nothing.
+*/
 export function checkStorePlacement(storeRoot: string, source: string): void {
-	const store = realpathSync(storeRoot);
+	const {path: store, existingAncestor} = realpathOfFuture(storeRoot);
 	if (isWithin(store, source)) {
 		throw new InvalidPathError(
 			`store ${store} is inside the source tree ${source}: the run would see (and overlap) its own store; put the store elsewhere with --store DIR`,
@@ -55,7 +78,7 @@ export function checkStorePlacement(storeRoot: string, source: string): void {
 		);
 	}
 
-	if (isOnOverlayfs(store)) {
+	if (isOnOverlayfs(existingAncestor)) {
 		throw new UnsupportedEnvironmentError(
 			`store ${store} is on overlayfs (as inside a container), where an overlay upper dir cannot live; put the store on a real filesystem or volume with --store DIR`,
 		);

@@ -8,7 +8,7 @@ import {
 	reclaimAbandoned,
 	runEntries,
 } from '../store/runs.js';
-import {openStore, type Store} from '../store/store.js';
+import {defaultStorePath, openStore, type Store, storeLayout} from '../store/store.js';
 import {deleteTrashInBackground, listTrash, moveToTrash} from '../store/trash.js';
 import {findExecutable} from '../system/executables.js';
 import {currentProcessIdentity} from '../system/process-identity.js';
@@ -122,8 +122,8 @@ export function startRun(options: RunOptions): RunHandle {
 		const source = resolveSourceTree(options.src ?? process.cwd());
 		const backend = selectBackend(options.backend ?? 'auto');
 		const tools = resolveTools();
-		const store = await openStore(options.store);
-		checkStorePlacement(store.root, source);
+		const storePath = path.resolve(options.store ?? defaultStorePath());
+		checkStorePlacement(storePath, source);
 		const relative = relativeWorkingDirectory(source, options.cwd ?? process.cwd());
 
 		const record: RunRecord = {
@@ -136,7 +136,7 @@ export function startRun(options: RunOptions): RunHandle {
 			inPlace: options.inPlace ?? false,
 			backend,
 		};
-		const runDirectory = path.join(store.runsDir, id);
+		const runDirectory = path.join(storeLayout(storePath).runsDir, id);
 		const target = options.inPlace ? source : path.join(runDirectory, runEntries.merged);
 		const tmpfs = (options.tmpfs ?? []).map((requested) => {
 			const mount = resolveTmpfsPath(requested, {source, target});
@@ -156,6 +156,7 @@ export function startRun(options: RunOptions): RunHandle {
 			command: options.command,
 		};
 
+		const store = await openStore(storePath);
 		if (pendingSignal) {
 			return abortedResult(id, store, backend, source, startedAt, pendingSignal);
 		}

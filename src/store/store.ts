@@ -44,7 +44,8 @@ export function defaultStorePath(environment: NodeJS.ProcessEnv = process.env): 
 	return path.resolve(dataHome, 'scratch');
 }
 
-function storeLayout(root: string): Store {
+/** The paths of a store at `root` (nothing is created). */
+export function storeLayout(root: string): Store {
 	return {
 		root,
 		runsDir: path.join(root, 'runs'),

@@ -1,0 +1,215 @@
+import {createHash} from 'node:crypto';
+import {
+	chownSync,
+	cpSync,
+	existsSync,
+	lstatSync,
+	mkdirSync,
+	mkdtempSync,
+	readdirSync,
+	readFileSync,
+	readlinkSync,
+	rmSync,
+	writeFileSync,
+} from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import {fileURLToPath} from 'node:url';
+import type {ExecutionContext} from 'ava';
+import {execa, type Options, type ResultPromise} from 'execa';
+
+/** Who runs scratch in a test: real root, or an unprivileged user (uid/gid 65534) through setpriv. */
+export type User = 'root' | 'nobody';
+export const users: User[] = ['root', 'nobody'];
+export const nobodyId = 65_534;
+
+const repositoryDist = fileURLToPath(new URL('../../dist', import.meta.url));
+let nobodyDist: string | undefined;
+
+/*
+The unprivileged user may not be able to read the checkout (CI clones under root's home), so it runs
+a copy of the self-contained bundle from a world-readable temp dir, removed when the worker exits.
+*/
+function cliFor(user: User): string {
+	if (!existsSync(path.join(repositoryDist, 'cli.js'))) {
+		throw new Error('dist/cli.js is missing: run `npm run build` before the tests');
+	}
+
+	if (user === 'root') {
+		return path.join(repositoryDist, 'cli.js');
+	}
+
+	if (!nobodyDist) {
+		const copy = mkdtempSync(path.join(os.tmpdir(), 'scratch-test-dist-'));
+		cpSync(repositoryDist, copy, {recursive: true});
+		chownTree(copy, nobodyId);
+		nobodyDist = copy;
+		process.once('exit', () => rmSync(copy, {recursive: true, force: true}));
+	}
+
+	return path.join(nobodyDist, 'cli.js');
+}
+
+function chownTree(root: string, id: number): void {
+	chownSync(root, id, id);
+	for (const entry of readdirSync(root, {withFileTypes: true, recursive: true})) {
+		const entryPath = path.join(entry.parentPath, entry.name);
+		if (!lstatSync(entryPath).isSymbolicLink()) {
+			chownSync(entryPath, id, id);
+		}
+	}
+}
+
+/** A temp dir for one test with a source tree and a store path, owned by the test's user. */
+export type Sandbox = {user: User; root: string; src: string; store: string};
+
+/** Make a sandbox; `files` maps relative paths to content (a trailing slash makes a directory). */
+export function makeSandbox(t: ExecutionContext, user: User, files: Record<string, string> = {}): Sandbox {
+	const root = mkdtempSync(path.join(os.tmpdir(), 'scratch-test-'));
+	t.teardown(() => {
+		rmSync(root, {recursive: true, force: true});
+	});
+	const src = path.join(root, 'src');
+	writeTree(src, {
+		'README.md': '# fixture\n',
+		'lib/code.c': 'int main(void) { return 0; }\n',
+		'lib/deep/x.txt': 'x\n',
+		...files,
+	});
+	if (user === 'nobody') {
+		chownTree(root, nobodyId);
+	}
+
+	return {user, root, src, store: path.join(root, 'store')};
+}
+
+/** Create files (and directories, for keys ending in '/') under a root. */
+export function writeTree(root: string, files: Record<string, string>): void {
+	mkdirSync(root, {recursive: true});
+	for (const [relative, content] of Object.entries(files)) {
+		const target = path.join(root, relative);
+		if (relative.endsWith('/')) {
+			mkdirSync(target, {recursive: true});
+		} else {
+			mkdirSync(path.dirname(target), {recursive: true});
+			writeFileSync(target, content);
+		}
+	}
+}
+
+/** Run the built CLI as the sandbox's user; never rejects, the test checks status and output. */
+export function scratch(
+	sandbox: Pick<Sandbox, 'user'>,
+	args: string[],
+	options: Options & {cwd?: string} = {},
+): ResultPromise<Options & {reject: false}> {
+	const cli = cliFor(sandbox.user);
+	const [file, fileArguments] =
+		sandbox.user === 'root'
+			? [process.execPath, [cli, ...args]]
+			: [
+					'setpriv',
+					[
+						'--reuid',
+						String(nobodyId),
+						'--regid',
+						String(nobodyId),
+						'--clear-groups',
+						process.execPath,
+						cli,
+						...args,
+					],
+				];
+	return execa(file, fileArguments, {
+		reject: false,
+		stdin: 'ignore',
+		...options,
+		// The unprivileged user gets a PATH it can search: a PATH entry it may not enter turns
+		// "not found" (127) into "permission denied" (126), as in any shell.
+		env: {
+			...(sandbox.user === 'root'
+				? {HOME: '/root'}
+				: {HOME: '/nonexistent', PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'}),
+			...options.env,
+		},
+	}) as ResultPromise<Options & {reject: false}>;
+}
+
+/** Everything about a tree that a run must not change: types, modes, owners, content, link targets, mtimes. */
+export function fingerprintTree(root: string): Record<string, string> {
+	const fingerprint: Record<string, string> = {};
+	const visit = (directory: string) => {
+		for (const name of readdirSync(directory).sort()) {
+			const entryPath = path.join(directory, name);
+			const info = lstatSync(entryPath, {bigint: true});
+			let detail = `${info.mode.toString(8)} ${info.uid}:${info.gid} ${info.mtimeNs}`;
+			if (info.isSymbolicLink()) {
+				detail += ` -> ${readlinkSync(entryPath)}`;
+			} else if (info.isFile()) {
+				detail += ` ${createHash('sha256').update(readFileSync(entryPath)).digest('hex')}`;
+			}
+
+			fingerprint[path.relative(root, entryPath)] = detail;
+			if (info.isDirectory()) {
+				visit(entryPath);
+			}
+		}
+	};
+
+	fingerprint['.'] = String(lstatSync(root).mode);
+	visit(root);
+	return fingerprint;
+}
+
+/** Mount points on the host that lie under a directory. */
+export function hostMountsUnder(directory: string): string[] {
+	return readFileSync('/proc/self/mountinfo', 'utf8')
+		.split('\n')
+		.map((line) => line.split(' ')[4] ?? '')
+		.filter((mountPoint) => mountPoint === directory || mountPoint.startsWith(`${directory}/`));
+}
+
+/** Pids of processes whose command line contains a marker. */
+export function processesWith(marker: string): number[] {
+	const pids: number[] = [];
+	for (const name of readdirSync('/proc')) {
+		if (!/^\d+$/.test(name)) {
+			continue;
+		}
+
+		try {
+			if (readFileSync(`/proc/${name}/cmdline`, 'utf8').includes(marker)) {
+				pids.push(Number(name));
+			}
+		} catch {}
+	}
+
+	return pids;
+}
+
+/** A `sleep` duration no other process on the machine uses, to find the command's processes. */
+export function uniqueSleep(): string {
+	return `${4000 + Math.floor(Math.random() * 1000)}.${process.pid}${Math.floor(Math.random() * 1e6)}`;
+}
+
+/** Entries left in the store's working directories (runs, tmp, trash). */
+export function storeLeftovers(store: string): string[] {
+	return ['runs', 'tmp', 'trash'].flatMap((directory) => {
+		const full = path.join(store, directory);
+		return existsSync(full) ? readdirSync(full).map((name) => `${directory}/${name}`) : [];
+	});
+}
+
+/** Wait for a condition with a deadline (for the kernel's asynchronous teardown, not as a sleep). */
+export async function eventually(condition: () => boolean, timeoutMs = 5000): Promise<boolean> {
+	const deadline = Date.now() + timeoutMs;
+	while (Date.now() < deadline) {
+		if (condition()) {
+			return true;
+		}
+
+		await new Promise((resolve) => setTimeout(resolve, 10));
+	}
+
+	return condition();
+}
