@@ -146,7 +146,6 @@ for (const user of users) {
 			[['sh', '-c', 'kill -KILL $$'], 137],
 		];
 		for (const [command, expected] of cases) {
-			// biome-ignore lint/performance/noAwaitInLoops: one run at a time keeps failures readable
 			const result = await scratch(
 				sandbox,
 				['run', '--store', sandbox.store, '--src', sandbox.src, '--', ...command],
