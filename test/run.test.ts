@@ -84,7 +84,7 @@ for (const user of users) {
 			'--',
 			'sh',
 			'-c',
-			`sleep ${sleep} & echo 20000 files; mkdir many; cd many; seq 1 2000 | xargs touch`,
+			`sleep ${sleep} & mkdir -p locked/inner; chmod 000 locked; mkdir many; cd many; seq 1 2000 | xargs touch`,
 		]);
 		t.is(result.exitCode, 0, String(result.stderr));
 		t.deepEqual(hostMountsUnder(sandbox.root), []);

@@ -1,5 +1,5 @@
 import {spawn} from 'node:child_process';
-import {writeSync} from 'node:fs';
+import {closeSync, openSync, writeSync} from 'node:fs';
 import os from 'node:os';
 import {readChildPids} from '../system/process-identity.js';
 import {
@@ -35,12 +35,18 @@ export type NamespaceProcess = {
 const signalRetryMilliseconds = 5;
 const signalRetryLimit = 400;
 
-function stderrFd(target: StdioTarget): number | 'ignore' {
+// The command's stderr travels as fd 3 of the chain, so it must be a real descriptor: Node leaves an
+// 'ignore'd fd above 2 closed, and the setup's `exec 2>&3` would then fail.
+function stderrFd(target: StdioTarget): {fd: number; close: boolean} {
 	if (target === 'inherit') {
-		return 2;
+		return {fd: 2, close: false};
 	}
 
-	return target;
+	if (target === 'ignore') {
+		return {fd: openSync('/dev/null', 'w'), close: true};
+	}
+
+	return {fd: target, close: false};
 }
 
 /**
@@ -57,12 +63,19 @@ export function startNamespace(
 	}: {runDirectory: string; stdio: [StdioTarget, StdioTarget, StdioTarget]; environment: NodeJS.ProcessEnv},
 ): NamespaceProcess {
 	const {file, args} = buildNamespaceCommand(plan, tools);
-	const errorTarget = stderrFd(stdio[2]);
-	const child = spawn(file, args, {
-		cwd: runDirectory,
-		env: environment,
-		stdio: [stdio[0], stdio[1], 'pipe', errorTarget === 'ignore' ? 'ignore' : errorTarget],
-	});
+	const {fd: errorTarget, close: closeErrorTarget} = stderrFd(stdio[2]);
+	let child: ReturnType<typeof spawn>;
+	try {
+		child = spawn(file, args, {
+			cwd: runDirectory,
+			env: environment,
+			stdio: [stdio[0], stdio[1], 'pipe', errorTarget],
+		});
+	} finally {
+		if (closeErrorTarget) {
+			closeSync(errorTarget);
+		}
+	}
 
 	let started = false;
 	let setupOutput = '';
@@ -72,7 +85,7 @@ export function startNamespace(
 	});
 
 	const forward = (text: string) => {
-		if (text && typeof errorTarget === 'number') {
+		if (text) {
 			try {
 				writeSync(errorTarget, text);
 			} catch {}

@@ -1,0 +1,83 @@
+import {spawnSync} from 'node:child_process';
+import {existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync} from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import test, {type ExecutionContext} from 'ava';
+import {createRunDirectory, findAbandoned, type RunRecord, reclaimAbandoned} from '../src/store/runs.js';
+import {openStore} from '../src/store/store.js';
+import {deleteTrashNow, listTrash} from '../src/store/trash.js';
+import {currentProcessIdentity, type ProcessIdentity} from '../src/system/process-identity.js';
+
+async function newStore(t: ExecutionContext) {
+	const root = mkdtempSync(path.join(os.tmpdir(), 'scratch-runs-'));
+	t.teardown(() => rmSync(root, {recursive: true, force: true}));
+	return openStore(path.join(root, 'store'));
+}
+
+/** The identity of a process that has certainly exited. */
+function deadIdentity(): ProcessIdentity {
+	const child = spawnSync('sh', ['-c', 'cut -d" " -f22 /proc/$$/stat; echo $$']);
+	const [startTime, pid] = String(child.stdout).trim().split('\n').map(Number);
+	return {...currentProcessIdentity(), pid: pid ?? 0, startTime: startTime ?? 0};
+}
+
+function record(id: string, owner: ProcessIdentity): RunRecord {
+	return {
+		id,
+		state: 'running',
+		owner,
+		created: new Date().toISOString(),
+		src: '/src',
+		command: ['true'],
+		inPlace: false,
+		backend: 'kernel',
+	};
+}
+
+test('a run directory arrives complete with its lease, upper, work and mount point', async (t) => {
+	const store = await newStore(t);
+	const directory = createRunDirectory(store, record('aaaaaaaaaaaa', currentProcessIdentity()));
+	t.deepEqual(readdirSync(directory).sort(), ['lease.json', 'merged', 'upper', 'work']);
+	t.deepEqual(readdirSync(store.tmpDir), []);
+});
+
+test('runs and preparations of live owners are kept, those of dead owners are abandoned', async (t) => {
+	const store = await newStore(t);
+	const dead = deadIdentity();
+	createRunDirectory(store, record('liveliveliv1', currentProcessIdentity()));
+	createRunDirectory(store, record('deaddeaddea1', dead));
+	mkdirSync(path.join(store.runsDir, 'nolease00001'));
+	mkdirSync(path.join(store.tmpDir, `prep00000001.${dead.bootId.slice(0, 8)}.${dead.pid}.${dead.startTime}`));
+	const me = currentProcessIdentity();
+	mkdirSync(path.join(store.tmpDir, `prep00000002.${me.bootId.slice(0, 8)}.${me.pid}.${me.startTime}`));
+	writeFileSync(path.join(store.tmpDir, 'garbage-without-owner'), '');
+
+	const abandoned = findAbandoned(store)
+		.map(({trashName}) => trashName)
+		.sort();
+	t.deepEqual(abandoned, [
+		'run-deaddeaddea1',
+		'run-nolease00001',
+		`tmp-garbage-without-owner`,
+		`tmp-prep00000001.${dead.bootId.slice(0, 8)}.${dead.pid}.${dead.startTime}`,
+	]);
+
+	const moved = reclaimAbandoned(store).sort();
+	t.deepEqual(moved, abandoned);
+	t.deepEqual(readdirSync(store.runsDir), ['liveliveliv1']);
+	await deleteTrashNow(store);
+	t.deepEqual(listTrash(store), []);
+	t.true(existsSync(path.join(store.runsDir, 'liveliveliv1', 'upper')));
+});
+
+test('a lease from another boot is dead even if the pid and start time match a live process', async (t) => {
+	const store = await newStore(t);
+	createRunDirectory(
+		store,
+		record('otherboot001', {...currentProcessIdentity(), bootId: '00000000-0000-0000-0000-000000000000'}),
+	);
+	t.deepEqual(
+		findAbandoned(store).map(({trashName}) => trashName),
+		['run-otherboot001'],
+	);
+});
