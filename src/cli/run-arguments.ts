@@ -97,7 +97,7 @@ export function parseRunArguments(argv: readonly string[]): RunArguments {
 		const name = argument.slice(2, equals === -1 ? undefined : equals);
 		const spec = argument.startsWith('--') ? specsByName.get(name) : undefined;
 		if (!spec) {
-			if (argument === '--json') {
+			if (name === 'json' && argument.startsWith('--')) {
 				throw new UsageError(
 					'scratch run writes its summary with --json-file FILE, not --json: stdout belongs to the command',
 				);

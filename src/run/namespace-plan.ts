@@ -1,4 +1,5 @@
 import path from 'node:path';
+import {UsageError} from '../errors.js';
 import type {BackendName} from './backend.js';
 
 /** Written by the namespace's setup on the control pipe once the view is ready and the command starts. */
@@ -55,32 +56,68 @@ control pipe until the view is ready; fd 3 is the caller's stderr, which the com
 Order matters: tmpfs mounts outside the view come first, so one that covers the view's mount point
 (--tmpfs /tmp with the store under /tmp) is mounted over, not the other way round; the mount point is
 then recreated inside that private tmpfs. Upper and work are reached through the working directory and
-the source through fd 5, which stay valid whatever gets covered. Missing mount points are only ever
-created inside the view or inside one of the run's own tmpfs mounts (preflight checked the others).
+the source through fd 5, which stay valid whatever gets covered. A missing mount point is created only
+where the plan says so (inside the view, or inside one of the run's own tmpfs mounts): never on the
+host. Each failing step says which it was on the control pipe (setupFailureMarker).
 */
 const setupScript = `set -u
-mount=$1 mkdir=$2 source=$3 target=$4 cwd=$5 options=$6
-shift 6
-tmpfs() {
-	[ -d "$1" ] || "$mkdir" -p -- "$1" || exit 125
-	"$mount" -t tmpfs -o mode=1777,nosuid,nodev scratch-tmpfs "$1" || exit 125
+mount=$1 mkdir=$2 source=$3 target=$4 target_mode=$5 cwd=$6 options=$7
+shift 7
+fail() {
+	printf '\\036scratch-failed %s %s\\n' "$1" "$2" >&2
+	exit 125
 }
-exec 5<"$source" || exit 125
+mount_point() {
+	[ -d "$2" ] && return 0
+	[ "$1" = create ] || fail mount-point "$2"
+	"$mkdir" -p -- "$2" || fail mount-point "$2"
+}
+tmpfs() {
+	mount_point "$1" "$2"
+	"$mount" -t tmpfs -o mode=1777,nosuid,nodev scratch-tmpfs "$2" || fail tmpfs "$2"
+}
+exec 5<"$source" || fail source "$source"
 count=$1
 shift
-while [ "$count" -gt 0 ]; do tmpfs "$1"; shift; count=$((count - 1)); done
-[ -d "$target" ] || "$mkdir" -p -- "$target" || exit 125
-"$mount" -t overlay -o "$options" scratch "$target" || exit 125
+while [ "$count" -gt 0 ]; do tmpfs "$1" "$2"; shift 2; count=$((count - 1)); done
+mount_point "$target_mode" "$target"
+"$mount" -t overlay -o "$options" scratch "$target" || fail overlay "$target"
 exec 5<&-
 count=$1
 shift
-while [ "$count" -gt 0 ]; do tmpfs "$1"; shift; count=$((count - 1)); done
+while [ "$count" -gt 0 ]; do tmpfs "$1" "$2"; shift 2; count=$((count - 1)); done
 shift
-cd -- "$cwd" || exit 125
+cd -- "$cwd" || fail cwd "$cwd"
 printf '\\036scratch-ready\\n' >&2
 exec 2>&3 3>&-
 ( exec "$@" )
 exit $?`;
+
+/** Prefix of the line the setup prints on the control pipe when a step fails: `STEP PATH` follows. */
+export const setupFailureMarker = '\u001Escratch-failed ';
+
+/** Whether `inner` is `outer` or lies below it (both absolute and normalised). */
+export function isWithin(inner: string, outer: string): boolean {
+	const relative = path.relative(outer, inner);
+	return (
+		relative === '' ||
+		(relative !== '..' && !relative.startsWith(`..${path.sep}`) && !path.isAbsolute(relative))
+	);
+}
+
+/*
+Mount points outside the view must exist on the host (preflight checks them) unless an earlier tmpfs
+of the same run covers them; parents are mounted before children.
+*/
+function orderOutsideMounts(paths: string[]): Array<[mode: string, path: string]> {
+	const sorted = [...new Set(paths)].sort(
+		(a, b) => a.split('/').length - b.split('/').length || a.localeCompare(b),
+	);
+	return sorted.map((mountPath, index) => [
+		sorted.slice(0, index).some((earlier) => isWithin(mountPath, earlier)) ? 'create' : 'existing',
+		mountPath,
+	]);
+}
 
 /**
 The command line that builds the namespace and runs the command: setpriv makes the chain die with
@@ -102,8 +139,15 @@ export function buildNamespaceCommand(
 		'--kill-child=SIGKILL',
 		'--mount-proc',
 	];
-	const outsideView = plan.tmpfs.filter((mount) => !mount.create).map((mount) => mount.path);
-	const insideView = plan.tmpfs.filter((mount) => mount.create).map((mount) => mount.path);
+	const outsideView = orderOutsideMounts(
+		plan.tmpfs.filter((mount) => !mount.create).map((mount) => mount.path),
+	);
+	const insideView = plan.tmpfs
+		.filter((mount) => mount.create)
+		.map((mount): [string, string] => ['create', mount.path]);
+	const targetMode = outsideView.some(([, mountPath]) => isWithin(plan.target, mountPath))
+		? 'create'
+		: 'existing';
 	return {
 		file: tools.setpriv,
 		args: [
@@ -121,12 +165,13 @@ export function buildNamespaceCommand(
 			tools.mkdir,
 			plan.source,
 			plan.target,
+			targetMode,
 			plan.workingDirectory,
 			buildOverlayOptions({volatile: plan.volatile}),
 			String(outsideView.length),
-			...outsideView,
+			...outsideView.flat(),
 			String(insideView.length),
-			...insideView,
+			...insideView.flat(),
 			'--',
 			...plan.command,
 		],
@@ -134,22 +179,26 @@ export function buildNamespaceCommand(
 }
 
 /**
-Where a `--tmpfs PATH` goes in the namespace. A relative PATH is inside the view; an absolute PATH
-inside the source tree is mapped into the view; any other absolute PATH is mounted where it is.
+Where a `--tmpfs PATH` goes in the namespace. A relative PATH is inside the view (it may not climb out
+of it); an absolute PATH inside the source tree is mapped into the view; any other absolute PATH is
+mounted where it is.
 */
 export function resolveTmpfsPath(
 	requested: string,
 	{source, target}: {source: string; target: string},
 ): {path: string; create: boolean} {
 	const absolute = path.isAbsolute(requested) ? path.normalize(requested) : path.join(source, requested);
-	const relativeToSource = path.relative(source, absolute);
-	const insideSource =
-		relativeToSource === '' || (!relativeToSource.startsWith('..') && !path.isAbsolute(relativeToSource));
-	if (insideSource) {
-		return {path: path.join(target, relativeToSource), create: true};
+	if (!isWithin(absolute, source)) {
+		if (!path.isAbsolute(requested)) {
+			throw new UsageError(
+				`--tmpfs ${requested}: a relative PATH must stay inside the view; give an absolute path for other places`,
+			);
+		}
+
+		return {path: absolute, create: false};
 	}
 
-	return {path: absolute, create: false};
+	return {path: path.join(target, path.relative(source, absolute)), create: true};
 }
 
 /** Map a wait status to the exit status scratch reports: the command's own, or 128+N for signal N. */

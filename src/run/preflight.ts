@@ -8,12 +8,7 @@ import {
 	UsageError,
 } from '../errors.js';
 import {isOnOverlayfs} from '../store/store.js';
-
-/** Whether `inner` is `outer` or lies below it (both absolute, normalised). */
-export function isWithin(inner: string, outer: string): boolean {
-	const relative = path.relative(outer, inner);
-	return relative === '' || (!relative.startsWith('..') && !path.isAbsolute(relative));
-}
+import {isWithin} from './namespace-plan.js';
 
 /** The source tree's real path, or a clear error when it cannot be one. */
 export function resolveSourceTree(source: string): string {

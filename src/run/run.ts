@@ -14,7 +14,13 @@ import {findExecutable} from '../system/executables.js';
 import {currentProcessIdentity} from '../system/process-identity.js';
 import {type BackendChoice, type BackendName, selectBackend} from './backend.js';
 import {type NamespaceProcess, type StdioTarget, signalNumber, startNamespace} from './namespace.js';
-import {exitStatusOf, type NamespacePlan, type NamespaceTools, resolveTmpfsPath} from './namespace-plan.js';
+import {
+	exitStatusOf,
+	isWithin,
+	type NamespacePlan,
+	type NamespaceTools,
+	resolveTmpfsPath,
+} from './namespace-plan.js';
 import {
 	checkCommand,
 	checkStorePlacement,
@@ -138,14 +144,17 @@ export function startRun(options: RunOptions): RunHandle {
 		};
 		const runDirectory = path.join(storeLayout(storePath).runsDir, id);
 		const target = options.inPlace ? source : path.join(runDirectory, runEntries.merged);
-		const tmpfs = (options.tmpfs ?? []).map((requested) => {
-			const mount = resolveTmpfsPath(requested, {source, target});
-			if (!mount.create) {
-				checkTmpfsMountPoint(mount.path, requested);
+		const requestedTmpfs = options.tmpfs ?? [];
+		const tmpfs = requestedTmpfs.map((requested) => resolveTmpfsPath(requested, {source, target}));
+		for (const [index, mount] of tmpfs.entries()) {
+			// A mount point under another of the run's own tmpfs mounts is made inside that tmpfs.
+			const covered = tmpfs.some(
+				(other) => !other.create && other !== mount && isWithin(mount.path, other.path),
+			);
+			if (!mount.create && !covered) {
+				checkTmpfsMountPoint(mount.path, requestedTmpfs[index] as string);
 			}
-
-			return mount;
-		});
+		}
 		const plan: NamespacePlan = {
 			backend,
 			source,

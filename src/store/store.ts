@@ -93,14 +93,20 @@ export async function openStore(storePath?: string): Promise<Store> {
 }
 
 function checkFormatRecord(root: string, recordText: string): void {
+	const damaged = (cause?: unknown) =>
+		new StoreError(
+			`store ${root} has a damaged ${formatFileName}; move the directory aside and let scratch create a new store`,
+			{cause},
+		);
 	let record: {scratchStore?: unknown; layerFormat?: unknown};
 	try {
 		record = JSON.parse(recordText) as typeof record;
 	} catch (error) {
-		throw new StoreError(
-			`store ${root} has a damaged ${formatFileName}; move the directory aside and let scratch create a new store`,
-			{cause: error},
-		);
+		throw damaged(error);
+	}
+
+	if (typeof record !== 'object' || record === null) {
+		throw damaged();
 	}
 
 	if (record.scratchStore !== storeFormat.scratchStore || record.layerFormat !== storeFormat.layerFormat) {

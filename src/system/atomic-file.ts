@@ -1,3 +1,4 @@
+import {randomBytes} from 'node:crypto';
 import {open, rename, rm} from 'node:fs/promises';
 import path from 'node:path';
 
@@ -12,7 +13,7 @@ export async function writeFileAtomic(
 ): Promise<void> {
 	const temporaryPath = path.join(
 		path.dirname(filePath),
-		`.${path.basename(filePath)}.${process.pid}.${Date.now().toString(36)}.tmp`,
+		`.${path.basename(filePath)}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`,
 	);
 	const handle = await open(temporaryPath, 'wx', mode);
 	try {

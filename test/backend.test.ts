@@ -1,0 +1,286 @@
+import test from 'ava';
+import {UnsupportedEnvironmentError, UsageError} from '../src/errors.js';
+import {
+	type BackendName,
+	backendChoices,
+	backendProblem,
+	type HostFacts,
+	readHostFacts,
+	selectBackend,
+} from '../src/run/backend.js';
+
+const filesystemsWithOverlay = 'nodev\tsysfs\nnodev\ttmpfs\n\text4\nnodev\toverlay\n';
+const filesystemsWithoutOverlay = 'nodev\tsysfs\nnodev\ttmpfs\n\text4\n';
+
+/** A host where both backends work for root: overlay loaded, recent kernel, user namespaces allowed. */
+function facts(overrides: Partial<HostFacts> = {}): HostFacts {
+	return {
+		euid: 0,
+		kernelRelease: '6.8.0-45-generic',
+		filesystems: filesystemsWithOverlay,
+		maxUserNamespaces: 63_432,
+		unprivilegedUsernsClone: undefined,
+		apparmorRestrictsUserns: undefined,
+		...overrides,
+	};
+}
+
+const root = facts({euid: 0});
+const user = facts({euid: 1000});
+
+const selectionCases: Array<{title: string; choice: string; facts: HostFacts; expected: BackendName}> = [
+	{title: 'auto picks kernel for root', choice: 'auto', facts: root, expected: 'kernel'},
+	{title: 'auto picks userns for a normal user', choice: 'auto', facts: user, expected: 'userns'},
+	{
+		title: 'auto picks kernel for root even on a kernel too old for userns',
+		choice: 'auto',
+		facts: facts({euid: 0, kernelRelease: '5.4.0'}),
+		expected: 'kernel',
+	},
+	{title: 'kernel is granted to root', choice: 'kernel', facts: root, expected: 'kernel'},
+	{title: 'userns is granted to root', choice: 'userns', facts: root, expected: 'userns'},
+	{title: 'userns is granted to a normal user', choice: 'userns', facts: user, expected: 'userns'},
+	{
+		title: 'userns works on exactly Linux 5.11',
+		choice: 'userns',
+		facts: facts({euid: 1000, kernelRelease: '5.11.0'}),
+		expected: 'userns',
+	},
+	{
+		title: 'userns works on a release with a suffix on the minor number',
+		choice: 'userns',
+		facts: facts({euid: 1000, kernelRelease: '6.1-rc3'}),
+		expected: 'userns',
+	},
+	{
+		title: 'root ignores the unprivileged user namespace switches',
+		choice: 'userns',
+		facts: facts({euid: 0, unprivilegedUsernsClone: 0, apparmorRestrictsUserns: 1}),
+		expected: 'userns',
+	},
+	{
+		title: 'a normal user is not held back by switches that allow user namespaces',
+		choice: 'auto',
+		facts: facts({euid: 1000, unprivilegedUsernsClone: 1, apparmorRestrictsUserns: 0}),
+		expected: 'userns',
+	},
+];
+
+for (const {title, choice, facts: hostFacts, expected} of selectionCases) {
+	test(`selectBackend: ${title}`, (t) => {
+		t.is(selectBackend(choice, hostFacts), expected);
+	});
+}
+
+const problemCases: Array<{
+	title: string;
+	backend: BackendName;
+	facts: HostFacts;
+	problem: RegExp | undefined;
+}> = [
+	{title: 'kernel as root has no problem', backend: 'kernel', facts: root, problem: undefined},
+	{title: 'userns as a normal user has no problem', backend: 'userns', facts: user, problem: undefined},
+	{
+		title: 'kernel needs overlay in /proc/filesystems',
+		backend: 'kernel',
+		facts: facts({filesystems: filesystemsWithoutOverlay}),
+		problem: /modprobe overlay/,
+	},
+	{
+		title: 'userns needs overlay in /proc/filesystems',
+		backend: 'userns',
+		facts: facts({euid: 1000, filesystems: filesystemsWithoutOverlay}),
+		problem: /modprobe overlay/,
+	},
+	{
+		title: 'an unreadable /proc/filesystems counts as no overlay',
+		backend: 'kernel',
+		facts: facts({filesystems: ''}),
+		problem: /modprobe overlay/,
+	},
+	{
+		title: 'a filesystem merely named like overlay does not count',
+		backend: 'kernel',
+		facts: facts({filesystems: 'nodev\toverlayfoo\nnodev\tfuse.overlay\n'}),
+		problem: /modprobe overlay/,
+	},
+	{title: 'kernel needs root', backend: 'kernel', facts: user, problem: /needs root \(you are uid 1000\)/},
+	{
+		title: 'userns needs Linux 5.11',
+		backend: 'userns',
+		facts: facts({euid: 1000, kernelRelease: '5.10.0-28-amd64'}),
+		problem: /needs Linux 5\.11 or later \(this is 5\.10\.0-28-amd64\)/,
+	},
+	{
+		title: 'userns needs Linux 5.11 even for root',
+		backend: 'userns',
+		facts: facts({euid: 0, kernelRelease: '4.19.0'}),
+		problem: /needs Linux 5\.11/,
+	},
+	{
+		title: 'userns needs user.max_user_namespaces above 0',
+		backend: 'userns',
+		facts: facts({euid: 1000, maxUserNamespaces: 0}),
+		problem: /max_user_namespaces = 0/,
+	},
+	{
+		title: 'userns needs user.max_user_namespaces above 0 even for root',
+		backend: 'userns',
+		facts: facts({euid: 0, maxUserNamespaces: 0}),
+		problem: /max_user_namespaces = 0/,
+	},
+	{
+		title: 'userns for a normal user needs kernel.unprivileged_userns_clone',
+		backend: 'userns',
+		facts: facts({euid: 1000, unprivilegedUsernsClone: 0}),
+		problem: /unprivileged_userns_clone = 0/,
+	},
+	{
+		title: 'userns for a normal user is blocked by the AppArmor restriction',
+		backend: 'userns',
+		facts: facts({euid: 1000, apparmorRestrictsUserns: 1}),
+		problem: /AppArmor restricts unprivileged user namespaces/,
+	},
+];
+
+for (const {title, backend, facts: hostFacts, problem} of problemCases) {
+	test(`backendProblem: ${title}`, (t) => {
+		const found = backendProblem(backend, hostFacts);
+		if (problem === undefined) {
+			t.is(found, undefined);
+		} else {
+			t.regex(found ?? '', problem);
+			t.false(found?.includes('\n'));
+		}
+	});
+}
+
+const refusalCases: Array<{title: string; choice: string; facts: HostFacts; message: RegExp}> = [
+	{
+		title: 'no backend without overlay in /proc/filesystems',
+		choice: 'auto',
+		facts: facts({euid: 1000, filesystems: filesystemsWithoutOverlay}),
+		message: /no backend can isolate a run.*modprobe overlay.*never runs without isolation/,
+	},
+	{
+		title: 'no backend for root without overlay, naming both backends',
+		choice: 'auto',
+		facts: facts({filesystems: filesystemsWithoutOverlay}),
+		message: /kernel: .*modprobe overlay.*; userns: .*modprobe overlay/,
+	},
+	{
+		title: 'no backend for a normal user on Linux 5.10',
+		choice: 'auto',
+		facts: facts({euid: 1000, kernelRelease: '5.10.0'}),
+		message: /userns: overlay in a user namespace needs Linux 5\.11/,
+	},
+	{
+		title: 'no backend for a normal user when max_user_namespaces is 0',
+		choice: 'auto',
+		facts: facts({euid: 1000, maxUserNamespaces: 0}),
+		message: /max_user_namespaces = 0/,
+	},
+	{
+		title: 'no backend for a normal user when unprivileged_userns_clone is 0',
+		choice: 'auto',
+		facts: facts({euid: 1000, unprivilegedUsernsClone: 0}),
+		message: /unprivileged_userns_clone = 0/,
+	},
+	{
+		title: 'no backend for a normal user under the AppArmor restriction',
+		choice: 'auto',
+		facts: facts({euid: 1000, apparmorRestrictsUserns: 1}),
+		message: /AppArmor/,
+	},
+	{
+		title: 'explicit kernel for a normal user, suggesting --backend userns',
+		choice: 'kernel',
+		facts: user,
+		message: /^backend kernel cannot run here: .*needs root.*; try --backend userns or --backend auto$/,
+	},
+	{
+		title: 'explicit userns on Linux 5.10, suggesting --backend kernel',
+		choice: 'userns',
+		facts: facts({euid: 0, kernelRelease: '5.10.0'}),
+		message: /^backend userns cannot run here: .*Linux 5\.11.*; try --backend kernel or --backend auto$/,
+	},
+];
+
+for (const {title, choice, facts: hostFacts, message} of refusalCases) {
+	test(`selectBackend refuses with a one-line UnsupportedEnvironmentError: ${title}`, (t) => {
+		const error = t.throws(() => selectBackend(choice, hostFacts), {
+			instanceOf: UnsupportedEnvironmentError,
+			message,
+		});
+		t.is(error?.code, 'ERR_SCRATCH_UNSUPPORTED');
+		t.false(error?.message.includes('\n'));
+	});
+}
+
+for (const choice of ['docker', 'Kernel', '', 'none']) {
+	test(`selectBackend rejects the unknown choice '${choice}' with a UsageError listing the choices`, (t) => {
+		t.throws(() => selectBackend(choice, root), {
+			instanceOf: UsageError,
+			message: /unknown backend .*; use one of auto, kernel, userns$/,
+		});
+	});
+}
+
+test('selectBackend with auto never returns a backend that has a problem', (t) => {
+	const variants: HostFacts[] = [];
+	for (const euid of [0, 1000]) {
+		for (const filesystems of [filesystemsWithOverlay, filesystemsWithoutOverlay]) {
+			for (const kernelRelease of ['4.19.0', '5.10.0', '5.11.0', '6.8.0']) {
+				for (const maxUserNamespaces of [undefined, 0, 100]) {
+					for (const unprivilegedUsernsClone of [undefined, 0, 1]) {
+						for (const apparmorRestrictsUserns of [undefined, 0, 1]) {
+							variants.push({
+								euid,
+								filesystems,
+								kernelRelease,
+								maxUserNamespaces,
+								unprivilegedUsernsClone,
+								apparmorRestrictsUserns,
+							});
+						}
+					}
+				}
+			}
+		}
+	}
+
+	let selected = 0;
+	for (const hostFacts of variants) {
+		let backend: BackendName | undefined;
+		try {
+			backend = selectBackend('auto', hostFacts);
+		} catch (error) {
+			t.true(error instanceof UnsupportedEnvironmentError, JSON.stringify(hostFacts));
+			const candidates: BackendName[] = hostFacts.euid === 0 ? ['kernel', 'userns'] : ['userns'];
+			t.true(
+				candidates.every((name) => backendProblem(name, hostFacts) !== undefined),
+				`auto refused although a backend works: ${JSON.stringify(hostFacts)}`,
+			);
+			continue;
+		}
+
+		selected++;
+		t.is(backendProblem(backend, hostFacts), undefined, JSON.stringify(hostFacts));
+		if (hostFacts.euid !== 0) {
+			t.is(backend, 'userns', 'auto never picks the kernel backend for a normal user');
+		}
+	}
+
+	t.true(selected > 0);
+});
+
+test('backendChoices lists auto, kernel and userns', (t) => {
+	t.deepEqual([...backendChoices], ['auto', 'kernel', 'userns']);
+});
+
+test('readHostFacts reads this host: the effective uid and a /proc/filesystems with overlay', (t) => {
+	const hostFacts = readHostFacts();
+	t.is(hostFacts.euid, process.geteuid?.() ?? -1);
+	t.regex(hostFacts.filesystems, /\toverlay$/m);
+	t.regex(hostFacts.kernelRelease, /^\d+\.\d+/);
+});
