@@ -1,7 +1,9 @@
 // Bundle the CLI and the library: one small entry chunk for `scratch run`, yargs only in the chunk the
 // other commands load. Bundling keeps start-up low (no node_modules resolution at run time).
-import {readFileSync} from 'node:fs';
+import {readFileSync, rmSync} from 'node:fs';
 import {build} from 'esbuild';
+
+rmSync(new URL('dist', import.meta.url), {recursive: true, force: true});
 
 const {version} = JSON.parse(readFileSync(new URL('package.json', import.meta.url), 'utf8'));
 

@@ -97,14 +97,23 @@ export async function main(argv: readonly string[]): Promise<number> {
 				);
 			},
 		)
-		.demandCommand(1, 'name a command; see scratch --help')
-		.recommendCommands()
+		.demandCommand(1, 'no command given')
 		.strict()
 		.help()
 		.alias('h', 'help')
 		.wrap(Math.min(110, process.stdout.columns || 80))
 		.fail((message, error) => {
-			throw error ?? new UsageError(`${message}; see scratch --help`);
+			if (error) {
+				throw error;
+			}
+
+			const known = ['run', 'gc'];
+			const [first] = argv;
+			const text =
+				first && !first.startsWith('-') && !known.includes(first)
+					? `unknown command '${first}' (commands: ${known.join(', ')})`
+					: message.charAt(0).toLowerCase() + message.slice(1);
+			throw new UsageError(`${text}; see scratch --help`);
 		});
 
 	try {
