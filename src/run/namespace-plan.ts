@@ -76,7 +76,7 @@ tmpfs() {
 	mount_point "$1" "$2"
 	"$mount" -t tmpfs -o mode=1777,nosuid,nodev scratch-tmpfs "$2" || fail tmpfs "$2"
 }
-exec 5<"$source" || fail source "$source"
+command exec 5<"$source" || fail source "$source"
 count=$1
 shift
 while [ "$count" -gt 0 ]; do tmpfs "$1" "$2"; shift 2; count=$((count - 1)); done
@@ -187,7 +187,7 @@ export function resolveTmpfsPath(
 	requested: string,
 	{source, target}: {source: string; target: string},
 ): {path: string; create: boolean} {
-	const absolute = path.isAbsolute(requested) ? path.normalize(requested) : path.join(source, requested);
+	const absolute = path.resolve(source, requested);
 	if (!isWithin(absolute, source)) {
 		if (!path.isAbsolute(requested)) {
 			throw new UsageError(

@@ -149,7 +149,7 @@ export function startRun(options: RunOptions): RunHandle {
 		for (const [index, mount] of tmpfs.entries()) {
 			// A mount point under another of the run's own tmpfs mounts is made inside that tmpfs.
 			const covered = tmpfs.some(
-				(other) => !other.create && other !== mount && isWithin(mount.path, other.path),
+				(other) => !other.create && other.path !== mount.path && isWithin(mount.path, other.path),
 			);
 			if (!mount.create && !covered) {
 				checkTmpfsMountPoint(mount.path, requestedTmpfs[index] as string);
