@@ -1,4 +1,4 @@
-import {spawnSync} from 'node:child_process';
+import {spawn, spawnSync} from 'node:child_process';
 import {closeSync, existsSync, mkdirSync, openSync, readFileSync, writeFileSync} from 'node:fs';
 import path from 'node:path';
 import test, {type ExecutionContext} from 'ava';
@@ -7,6 +7,7 @@ import {InvalidPathError, MountError, type ScratchError, UsageError} from '../sr
 import {
 	buildNamespaceCommand,
 	buildOverlayOptions,
+	exitMarker,
 	exitStatusOf,
 	isWithin,
 	type NamespacePlan,
@@ -16,6 +17,7 @@ import {
 	setupFailureMarker,
 } from '../src/run/namespace-plan.js';
 import {parseSetupOutput, translateSetupFailure} from '../src/run/setup-errors.js';
+import {readStartTime} from '../src/system/process-identity.js';
 
 const tools: NamespaceTools = {
 	setpriv: '/usr/bin/setpriv',
@@ -510,8 +512,8 @@ test('the setup script mounts outside tmpfs, then the overlay, then inside tmpfs
 
 	t.is(result.status, 7);
 	t.is(result.stdout, `${target}|a  b|"q"|x\ny|--||`);
-	// Until the command starts, fd 2 is the control pipe: it gets the ready marker and nothing else.
-	t.is(result.stderr, readyMarker);
+	// fd 2 is the control pipe: it gets the ready marker, then (not from the command) the exit report.
+	t.is(result.stderr, `${readyMarker}${exitMarker}7\n`);
 	t.is(result.commandStderr, 'oops\n');
 	t.true(existsSync(inside));
 	t.is(result.log, [tmpfsCall(outside), overlayCall(target), tmpfsCall(inside), ''].join('\n'));
@@ -539,7 +541,7 @@ test('the setup script prints the ready marker after every mount and before the 
 	t.is(result.status, 0);
 	t.is(
 		result.log,
-		`${[tmpfsCall(outside), overlayCall(target), tmpfsCall(path.join(target, 'cache'))].join('\n')}\n${readyMarker}command\n`,
+		`${[tmpfsCall(outside), overlayCall(target), tmpfsCall(path.join(target, 'cache'))].join('\n')}\n${readyMarker}command\n${exitMarker}0\n`,
 	);
 });
 
@@ -753,7 +755,7 @@ for (const testCase of setupCases) {
 			t.true(error.message.includes(at(failure.subject)), error.message);
 		} else {
 			t.true(existsSync(at('ran')), 'the command ran');
-			t.is(result.stderr, readyMarker);
+			t.is(result.stderr, `${readyMarker}${exitMarker}0\n`);
 		}
 	});
 }
@@ -980,3 +982,20 @@ for (const {code, signal, expected} of exitCases) {
 		t.is(exitStatusOf(code, signal), expected);
 	});
 }
+
+test('the setup script kills leftovers only as pid 1 of its own namespace, never outside it', async (t) => {
+	const root = await temporaryRoot(t);
+	const target = path.join(root, 'view');
+	mkdirSync(target);
+	// A process of ours outside any run: the script below is not pid 1, so it must survive.
+	const bystander = spawn('sleep', ['300'], {stdio: 'ignore'});
+	t.teardown(() => bystander.kill('SIGKILL'));
+	const result = runSetup(
+		root,
+		makePlan({source: root, target, workingDirectory: target, command: ['true']}),
+	);
+	t.is(result.status, 0);
+	t.is(bystander.exitCode, null);
+	t.is(bystander.signalCode, null);
+	t.true(readStartTime(bystander.pid ?? 0) !== undefined, 'the bystander is still running');
+});

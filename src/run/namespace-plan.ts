@@ -59,6 +59,10 @@ then recreated inside that private tmpfs. Upper and work are reached through the
 the source through fd 5, which stay valid whatever gets covered. A missing mount point is created only
 where the plan says so (inside the view, or inside one of the run's own tmpfs mounts): never on the
 host. Each failing step says which it was on the control pipe (setupFailureMarker).
+When the command has exited, pid 1 kills whatever it left in the PID namespace and reports the status
+on the control pipe (exitMarker) before exiting itself. The kernel's teardown of the overlay (it evicts
+every inode the run touched: ~50 ms for 20,000 files) then runs in the exit of unshare, the last holder
+of the mount namespace, which a discarding run need not wait for.
 */
 const setupScript = `set -u
 mount=$1 mkdir=$2 source=$3 target=$4 target_mode=$5 cwd=$6 options=$7
@@ -89,9 +93,16 @@ while [ "$count" -gt 0 ]; do tmpfs "$1" "$2"; shift 2; count=$((count - 1)); don
 shift
 cd -- "$cwd" || fail cwd "$cwd"
 printf '\\036scratch-ready\\n' >&2
-exec 2>&3 3>&-
-( exec "$@" )
-exit $?`;
+exec 4>&2 2>&3 3>&-
+( exec "$@" ) 4>&-
+status=$?
+# Only ever as pid 1 of the run's own PID namespace: anywhere else -1 means every process.
+[ "$$" = 1 ] && kill -s KILL -- -1 2>/dev/null
+printf '\\036scratch-exit %s\\n' "$status" >&4
+exit "$status"`;
+
+/** Prefix of the line pid 1 prints on the control pipe once the command and all it started are gone: the status follows. */
+export const exitMarker = '\u001Escratch-exit ';
 
 /** Prefix of the line the setup prints on the control pipe when a step fails: `STEP PATH` follows. */
 export const setupFailureMarker = '\u001Escratch-failed ';

@@ -4,6 +4,7 @@ import os from 'node:os';
 import {readChildPids} from '../system/process-identity.js';
 import {
 	buildNamespaceCommand,
+	exitMarker,
 	type NamespacePlan,
 	type NamespaceTools,
 	readyMarker,
@@ -26,7 +27,15 @@ export type NamespaceExit = {
 export type NamespaceProcess = {
 	/** Resolves when the view is mounted and the command is starting. */
 	readonly ready: Promise<void>;
-	readonly exit: Promise<NamespaceExit>;
+	/**
+	Resolves when the command and everything it started are gone (pid 1's report), or when the
+	namespace ended without one. The overlay may still be being torn down by the kernel.
+	*/
+	readonly commandExit: Promise<NamespaceExit>;
+	/** Resolves when the namespace is gone completely, its mounts included. */
+	readonly closed: Promise<NamespaceExit>;
+	/** Stop holding on to the namespace's last process: its teardown finishes without us. */
+	detach(): void;
 	/** Forward a signal to the command; before the command starts, tear the namespace down instead. */
 	signal(signal: NodeJS.Signals): void;
 };
@@ -79,9 +88,14 @@ export function startNamespace(
 
 	let started = false;
 	let setupOutput = '';
+	let afterReady = '';
 	let resolveReady: () => void = () => {};
 	const ready = new Promise<void>((resolve) => {
 		resolveReady = resolve;
+	});
+	let resolveCommandExit: (exit: NamespaceExit) => void = () => {};
+	const commandExit = new Promise<NamespaceExit>((resolve) => {
+		resolveCommandExit = resolve;
 	});
 
 	const forward = (text: string) => {
@@ -92,10 +106,24 @@ export function startNamespace(
 		}
 	};
 
+	// After the ready marker the pipe carries only pid 1's exit report (and anything unshare itself says).
+	const readAfterReady = (chunk: string) => {
+		afterReady += chunk;
+		const index = afterReady.indexOf(exitMarker);
+		const end = index === -1 ? -1 : afterReady.indexOf('\n', index);
+		if (end === -1) {
+			return;
+		}
+
+		forward(afterReady.slice(0, index) + afterReady.slice(end + 1));
+		resolveCommandExit({started, code: Number(afterReady.slice(index + exitMarker.length, end)), signal: null, setupOutput: ''});
+		afterReady = '';
+	};
+
 	child.stderr?.setEncoding('utf8');
 	child.stderr?.on('data', (chunk: string) => {
 		if (started) {
-			forward(chunk);
+			readAfterReady(chunk);
 			return;
 		}
 
@@ -103,23 +131,28 @@ export function startNamespace(
 		const index = setupOutput.indexOf(readyMarker);
 		if (index !== -1) {
 			started = true;
-			forward(setupOutput.slice(0, index) + setupOutput.slice(index + readyMarker.length));
+			forward(setupOutput.slice(0, index));
+			const rest = setupOutput.slice(index + readyMarker.length);
 			setupOutput = '';
 			resolveReady();
+			readAfterReady(rest);
 		}
 	});
 
-	const exit = new Promise<NamespaceExit>((resolve) => {
+	const closed = new Promise<NamespaceExit>((resolve) => {
 		child.on('error', (error) => {
 			setupOutput += `${error.message}\n`;
 		});
 		child.on('close', (code, signal) => {
-			resolve({started, code, signal, setupOutput});
+			forward(afterReady);
+			const exit = {started, code, signal, setupOutput};
+			resolveCommandExit(exit);
+			resolve(exit);
 		});
 	});
 
 	let exited = false;
-	void exit.then(() => {
+	void commandExit.then(() => {
 		exited = true;
 	});
 
@@ -155,7 +188,12 @@ export function startNamespace(
 
 	return {
 		ready,
-		exit,
+		commandExit,
+		closed,
+		detach() {
+			child.unref();
+			child.stderr?.destroy();
+		},
 		signal(signal) {
 			deliver(signal, 0);
 		},

@@ -193,8 +193,13 @@ export function startRun(options: RunOptions): RunHandle {
 			readyAt = performance.now();
 			options.onEvent?.({type: 'started', runId: id, backend, view: plan.workingDirectory});
 		});
-		const exit = await namespace.exit;
+		// A kept upper must be fully unmounted before it is synced and recorded; a discarded one need not
+		// wait for the kernel's teardown of the overlay (see namespace-plan.ts).
+		const exit = options.keep ? await namespace.closed : await namespace.commandExit;
 		const exitedAt = performance.now();
+		if (!options.keep) {
+			namespace.detach();
+		}
 
 		if (!exit.started) {
 			finishDiscard(store, runDirectory, id);
