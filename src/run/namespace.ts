@@ -116,7 +116,12 @@ export function startNamespace(
 		}
 
 		forward(afterReady.slice(0, index) + afterReady.slice(end + 1));
-		resolveCommandExit({started, code: Number(afterReady.slice(index + exitMarker.length, end)), signal: null, setupOutput: ''});
+		resolveCommandExit({
+			started,
+			code: Number(afterReady.slice(index + exitMarker.length, end)),
+			signal: null,
+			setupOutput: '',
+		});
 		afterReady = '';
 	};
 
