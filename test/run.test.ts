@@ -272,8 +272,8 @@ for (const user of users) {
 echo "$SCRATCH_RUN_ID" > "mine-$SCRATCH_RUN_ID"
 touch "${barrier}/$SCRATCH_RUN_ID"
 i=0; while [ "$(ls "${barrier}" | wc -l)" -lt ${runs} ] && [ $i -lt 3000 ]; do i=$((i+1)); sleep 0.01; done
-test "$(ls "${barrier}" | wc -l)" -ge ${runs}
-test "$(ls | grep -c '^mine-')" = 1
+test "$(ls "${barrier}" | wc -l)" -ge ${runs} || { echo "barrier not reached: $(ls "${barrier}" | wc -l) runs up" >&2; exit 1; }
+test "$(ls | grep -c '^mine-')" = 1 || { echo "saw other runs' writes: $(ls)" >&2; exit 1; }
 cat "mine-$SCRATCH_RUN_ID"`;
 		mkdirSync(barrier, {recursive: true});
 		if (user === 'nobody') {

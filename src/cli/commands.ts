@@ -75,7 +75,7 @@ export async function main(argv: readonly string[]): Promise<number> {
 			async () => {
 				const withoutCommandName = [...argv];
 				withoutCommandName.splice(withoutCommandName.indexOf('run'), 1);
-				exitCode = await runCli(withoutCommandName);
+				exitCode = await runCli(withoutCommandName, {showHelp: () => main(['run', '--help'])});
 			},
 		)
 		.command(

@@ -12,15 +12,20 @@ import {parseRunArguments} from './run-arguments.js';
 const scratchFailed = 125;
 const forwardedSignals: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT'];
 
-/** `scratch run`: returns the exit status. */
-export async function runCli(argv: readonly string[]): Promise<number> {
+/**
+`scratch run`: returns the exit status. `showHelp` prints `run --help` (it lives with yargs, which the
+run path does not load).
+*/
+export async function runCli(
+	argv: readonly string[],
+	{showHelp}: {showHelp: () => Promise<number>},
+): Promise<number> {
 	let verbose = argv.includes('--verbose');
 	try {
 		const parsed = parseRunArguments(argv);
 		verbose = parsed.verbose;
 		if (parsed.help) {
-			const {main} = await import('./commands.js');
-			return main(['run', '--help']);
+			return await showHelp();
 		}
 
 		const jsonFile = parsed.jsonFile === undefined ? undefined : path.resolve(parsed.jsonFile);

@@ -62,7 +62,9 @@ host. Each failing step says which it was on the control pipe (setupFailureMarke
 When the command has exited, pid 1 kills whatever it left in the PID namespace and reports the status
 on the control pipe (exitMarker) before exiting itself. The kernel's teardown of the overlay (it evicts
 every inode the run touched: ~50 ms for 20,000 files) then runs in the exit of unshare, the last holder
-of the mount namespace, which a discarding run need not wait for.
+of the mount namespace, which a discarding run need not wait for. pid 1 exits only at EOF on fd 6,
+which scratch holds: the teardown starts after scratch has exited (or at once, for a kept run, whose
+upper must be unmounted before it is recorded).
 */
 const setupScript = `set -u
 mount=$1 mkdir=$2 source=$3 target=$4 target_mode=$5 cwd=$6 options=$7
@@ -94,11 +96,12 @@ shift
 cd -- "$cwd" || fail cwd "$cwd"
 printf '\\036scratch-ready\\n' >&2
 exec 4>&2 2>&3 3>&-
-( exec "$@" ) 4>&-
+( exec "$@" ) 4>&- 6<&-
 status=$?
 # Only ever as pid 1 of the run's own PID namespace: anywhere else -1 means every process.
 [ "$$" = 1 ] && kill -s KILL -- -1 2>/dev/null
 printf '\\036scratch-exit %s\\n' "$status" >&4
+read -r _ 2>/dev/null <&6 || :
 exit "$status"`;
 
 /** Prefix of the line pid 1 prints on the control pipe once the command and all it started are gone: the status follows. */

@@ -1,7 +1,9 @@
 import {spawn} from 'node:child_process';
 import {closeSync, openSync, writeSync} from 'node:fs';
 import os from 'node:os';
+import type {Writable} from 'node:stream';
 import {readChildPids} from '../system/process-identity.js';
+import {releaseLater} from '../system/release-later.js';
 import {
 	buildNamespaceCommand,
 	exitMarker,
@@ -34,7 +36,9 @@ export type NamespaceProcess = {
 	readonly commandExit: Promise<NamespaceExit>;
 	/** Resolves when the namespace is gone completely, its mounts included. */
 	readonly closed: Promise<NamespaceExit>;
-	/** Stop holding on to the namespace's last process: its teardown finishes without us. */
+	/** Let pid 1 exit now that the command is done, so the namespace closes. */
+	release(): void;
+	/** Stop holding on to the namespace: pid 1 exits once we are gone (or shortly), and the kernel's teardown runs then. */
 	detach(): void;
 	/** Forward a signal to the command; before the command starts, tear the namespace down instead. */
 	signal(signal: NodeJS.Signals): void;
@@ -78,7 +82,8 @@ export function startNamespace(
 		child = spawn(file, args, {
 			cwd: runDirectory,
 			env: environment,
-			stdio: [stdio[0], stdio[1], 'pipe', errorTarget],
+			// fd 6: pid 1 waits for EOF on it before exiting (see namespace-plan.ts).
+			stdio: [stdio[0], stdio[1], 'pipe', errorTarget, 'ignore', 'ignore', 'pipe'],
 		});
 	} finally {
 		if (closeErrorTarget) {
@@ -195,7 +200,23 @@ export function startNamespace(
 		ready,
 		commandExit,
 		closed,
+		release() {
+			((child.stdio as unknown[])[6] as Writable | null)?.destroy();
+		},
 		detach() {
+			// What is left is the kernel tearing the overlay down in unshare's exit: let it start after we
+			// are gone, and yield the CPU.
+			if (child.pid !== undefined) {
+				try {
+					os.setPriority(child.pid, 19);
+				} catch {}
+			}
+
+			const releasePipe = (child.stdio as unknown[])[6] as (Writable & {unref?: () => void}) | null;
+			if (releasePipe) {
+				releaseLater(releasePipe);
+			}
+
 			child.unref();
 			child.stderr?.destroy();
 		},

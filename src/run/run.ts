@@ -9,7 +9,7 @@ import {
 	runEntries,
 } from '../store/runs.js';
 import {defaultStorePath, openStore, type Store, storeLayout} from '../store/store.js';
-import {deleteTrashInBackground, listTrash, moveToTrash} from '../store/trash.js';
+import {moveToTrash, startBackgroundDeleter} from '../store/trash.js';
 import {findExecutable} from '../system/executables.js';
 import {currentProcessIdentity} from '../system/process-identity.js';
 import {type BackendChoice, type BackendName, selectBackend} from './backend.js';
@@ -188,74 +188,89 @@ export function startRun(options: RunOptions): RunHandle {
 			namespace.signal(pendingSignal);
 		}
 
-		let readyAt = startedAt;
-		void namespace.ready.then(() => {
-			readyAt = performance.now();
-			options.onEvent?.({type: 'started', runId: id, backend, view: plan.workingDirectory});
-		});
-		// A kept upper must be fully unmounted before it is synced and recorded; a discarded one need not
-		// wait for the kernel's teardown of the overlay (see namespace-plan.ts).
-		const exit = options.keep ? await namespace.closed : await namespace.commandExit;
-		const exitedAt = performance.now();
-		if (!options.keep) {
-			namespace.detach();
+		// Forked now, while the namespace is being set up; it starts deleting once released.
+		const deleter = startBackgroundDeleter(store);
+		try {
+			return await finishRun(namespace);
+		} finally {
+			deleter.release();
 		}
 
-		if (!exit.started) {
-			finishDiscard(store, runDirectory, id);
-			if (interruptedBy) {
-				return abortedResult(id, store, backend, source, startedAt, interruptedBy);
+		async function finishRun(namespace: NamespaceProcess): Promise<RunResult> {
+			let readyAt = startedAt;
+			void namespace.ready.then(() => {
+				readyAt = performance.now();
+				options.onEvent?.({type: 'started', runId: id, backend, view: plan.workingDirectory});
+			});
+			// A kept upper must be fully unmounted before it is synced and recorded; a discarded one need not
+			// wait for the kernel's teardown of the overlay (see namespace-plan.ts).
+			let exit = await namespace.commandExit;
+			if (options.keep) {
+				namespace.release();
+				exit = await namespace.closed;
 			}
 
-			throw translateSetupFailure(exit.setupOutput, backend, store.root);
-		}
-
-		const exitCode = exitStatusOf(exit.code, exit.signal ? signalNumber(exit.signal) : undefined);
-		const written = options.measure
-			? await measureUpper(path.join(runDirectory, runEntries.upper))
-			: undefined;
-		let keptUpper: string | undefined;
-		if (options.keep) {
-			try {
-				const keptDirectory = await keepRun(store, runDirectory, {
-					...record,
-					state: 'kept',
-					finished: new Date().toISOString(),
-					exitCode,
-				});
-				keptUpper = path.join(keptDirectory, runEntries.upper);
-			} catch (error) {
-				throw new ScratchError(
-					`the command finished (status ${exitCode}) but keeping run ${id} failed: ${describeSystemError(error)}; its writes are still in ${runDirectory}`,
-					{cause: error},
-				);
+			const exitedAt = performance.now();
+			if (!options.keep) {
+				namespace.detach();
 			}
 
-			options.onEvent?.({type: 'kept', runId: id, upper: keptUpper});
-			deleteTrashInBackground(store, [...reclaimAbandoned(store), ...listTrash(store)]);
-		} else {
-			finishDiscard(store, runDirectory, id);
-		}
+			if (!exit.started) {
+				finishDiscard(store, runDirectory, id);
+				if (interruptedBy) {
+					return abortedResult(id, store, backend, source, startedAt, interruptedBy);
+				}
 
-		const finishedAt = performance.now();
-		return {
-			runId: id,
-			exitCode,
-			...(interruptedBy ? {interruptedBy} : {}),
-			commandStarted: true,
-			backend,
-			source,
-			store: store.root,
-			kept: Boolean(options.keep),
-			...(keptUpper ? {keptUpper} : {}),
-			durations: {
-				setupMs: round(readyAt - startedAt),
-				commandMs: round(exitedAt - readyAt),
-				teardownMs: round(finishedAt - exitedAt),
-				totalMs: round(finishedAt - startedAt),
-			},
-			...(written ? {written} : {}),
-		};
+				throw translateSetupFailure(exit.setupOutput, backend, store.root);
+			}
+
+			const exitCode = exitStatusOf(exit.code, exit.signal ? signalNumber(exit.signal) : undefined);
+			const written = options.measure
+				? await measureUpper(path.join(runDirectory, runEntries.upper))
+				: undefined;
+			let keptUpper: string | undefined;
+			if (options.keep) {
+				try {
+					const keptDirectory = await keepRun(store, runDirectory, {
+						...record,
+						state: 'kept',
+						finished: new Date().toISOString(),
+						exitCode,
+					});
+					keptUpper = path.join(keptDirectory, runEntries.upper);
+				} catch (error) {
+					throw new ScratchError(
+						`the command finished (status ${exitCode}) but keeping run ${id} failed: ${describeSystemError(error)}; its writes are still in ${runDirectory}`,
+						{cause: error},
+					);
+				}
+
+				options.onEvent?.({type: 'kept', runId: id, upper: keptUpper});
+				reclaimAbandoned(store);
+			} else {
+				finishDiscard(store, runDirectory, id);
+			}
+
+			const finishedAt = performance.now();
+			return {
+				runId: id,
+				exitCode,
+				...(interruptedBy ? {interruptedBy} : {}),
+				commandStarted: true,
+				backend,
+				source,
+				store: store.root,
+				kept: Boolean(options.keep),
+				...(keptUpper ? {keptUpper} : {}),
+				durations: {
+					setupMs: round(readyAt - startedAt),
+					commandMs: round(exitedAt - readyAt),
+					teardownMs: round(finishedAt - exitedAt),
+					totalMs: round(finishedAt - startedAt),
+				},
+				...(written ? {written} : {}),
+			};
+		}
 	}
 
 	return handle;
@@ -267,13 +282,13 @@ export async function runCommand(options: RunOptions): Promise<RunResult> {
 }
 
 /*
-Discard: one rename into the trash, then a detached deleter; the caller never waits for the size of what
-was written. Leftovers of runs whose scratch died are swept along.
+Discard: one rename into the trash; the run's background deleter removes it after we are gone, so the
+caller never waits for the size of what was written. Leftovers of runs whose scratch died are swept
+along.
 */
 function finishDiscard(store: Store, runDirectory: string, id: string): void {
 	moveToTrash(store, runDirectory, `run-${id}`);
 	reclaimAbandoned(store);
-	deleteTrashInBackground(store, listTrash(store));
 }
 
 function abortedResult(

@@ -1,15 +1,17 @@
 import {spawn} from 'node:child_process';
 import {mkdirSync, readdirSync, readFileSync, renameSync, writeFileSync} from 'node:fs';
 import path from 'node:path';
-import {customAlphabet} from 'nanoid';
 import {syncDirectory, writeFileAtomic} from '../system/atomic-file.js';
 import {findExecutable} from '../system/executables.js';
 import {isProcessAlive, type ProcessIdentity, readBootId} from '../system/process-identity.js';
+import {randomId} from '../system/random-id.js';
 import type {Store} from './store.js';
 import {moveToTrash} from './trash.js';
 
-/** Run ids: lowercase letters and digits only, so they never look like a flag or need quoting. */
-export const createRunId = customAlphabet('0123456789abcdefghijklmnopqrstuvwxyz', 12);
+/** Run ids: 12 lowercase letters and digits, so they never look like a flag or need quoting. */
+export function createRunId(): string {
+	return randomId(12);
+}
 
 /** What the store records about a run; `lease.json` while it runs, `run.json` once kept. */
 export type RunRecord = {

@@ -1,7 +1,9 @@
 import {spawn} from 'node:child_process';
 import {readdirSync, renameSync} from 'node:fs';
 import path from 'node:path';
+import type {Writable} from 'node:stream';
 import {findExecutable} from '../system/executables.js';
+import {releaseLater} from '../system/release-later.js';
 import type {Store} from './store.js';
 
 /*
@@ -10,8 +12,12 @@ removed: a second deleter skips it (background) or waits for it (foreground), an
 releases its lock with its last file descriptor, so an interrupted deletion is finished by the next one.
 Rootless stores are deleted inside a user namespace, where the owner is root and so can remove the
 mode-000 directories overlayfs (or the command) leaves in upper and work dirs.
+A run forks its background deleter while the namespace is being set up (the fork then costs no time
+on the run's critical path); the deleter waits for EOF on its stdin, which comes when the run releases
+it (see releaseLater), and then deletes whatever in the trash no other deleter holds.
 */
-const backgroundScript = 'for entry; do "$0" -n -E 0 "$entry" rm -rf -- "$entry"; done';
+const backgroundScript =
+	'read -r _ || :; for entry in *; do [ -e "$entry" ] || continue; "$0" -n -E 0 "$entry" rm -rf -- "$entry"; done';
 const foregroundScript = 'for entry; do "$0" "$entry" rm -rf -- "$entry"; done';
 
 /** Move a directory into the trash under a unique name; returns that name, or undefined if it was gone. */
@@ -37,33 +43,46 @@ export function listTrash(store: Store): string[] {
 	}
 }
 
-function deleterCommand(entries: string[], script: string): [string, string[]] {
-	const shArguments = ['-c', script, findExecutable('flock'), ...entries];
-	if (process.geteuid?.() === 0) {
-		return [findExecutable('sh'), shArguments];
-	}
-
-	return [
-		findExecutable('unshare'),
-		['--user', '--map-root-user', '--', findExecutable('sh'), ...shArguments],
-	];
+function deleterCommand(
+	entries: string[],
+	script: string,
+	{background}: {background: boolean},
+): [string, string[]] {
+	const shell = [findExecutable('sh'), '-c', script, findExecutable('flock'), ...entries];
+	const asOwner =
+		process.geteuid?.() === 0
+			? shell
+			: [findExecutable('unshare'), '--user', '--map-root-user', '--', ...shell];
+	// Background deletion yields the CPU and the disk to whatever runs next (the CI's next step).
+	const command = background
+		? [findExecutable('nice'), '-n', '19', findExecutable('ionice'), '-c', '3', ...asOwner]
+		: asOwner;
+	return [command[0] as string, command.slice(1)];
 }
 
-/**
-Delete trash entries in a detached process and return at once: a run's exit never waits for the size
-of what it wrote. Entries another deleter holds are skipped.
-*/
-export function deleteTrashInBackground(store: Store, entries: string[] = listTrash(store)): void {
-	if (entries.length === 0) {
-		return;
-	}
+/** A detached deleter waiting to be released. */
+export type BackgroundDeleter = {
+	/** Let it start: when this process exits, or shortly in a long-lived one. */
+	release(): void;
+};
 
-	const [file, args] = deleterCommand(entries, backgroundScript);
-	const child = spawn(file, args, {cwd: store.trashDir, detached: true, stdio: 'ignore'});
+/** Fork a background deleter now; it deletes the trash once released. */
+export function startBackgroundDeleter(store: Store): BackgroundDeleter {
+	const [file, args] = deleterCommand([], backgroundScript, {background: true});
+	const child = spawn(file, args, {cwd: store.trashDir, detached: true, stdio: ['pipe', 'ignore', 'ignore']});
 	child.on('error', () => {
 		// Nothing lost: the next run or `scratch gc` deletes what is left.
 	});
 	child.unref();
+	let released = false;
+	return {
+		release() {
+			if (!released && child.stdin) {
+				released = true;
+				releaseLater(child.stdin as Writable & {unref?: () => void});
+			}
+		},
+	};
 }
 
 /** Delete trash entries now, waiting for background deleters that hold some of them. */
@@ -72,7 +91,7 @@ export async function deleteTrashNow(store: Store, entries: string[] = listTrash
 		return;
 	}
 
-	const [file, args] = deleterCommand(entries, foregroundScript);
+	const [file, args] = deleterCommand(entries, foregroundScript, {background: false});
 	await new Promise<void>((resolve, reject) => {
 		const child = spawn(file, args, {cwd: store.trashDir, stdio: ['ignore', 'ignore', 'pipe']});
 		let stderr = '';

@@ -1,6 +1,6 @@
-import {randomBytes} from 'node:crypto';
 import {open, rename, rm} from 'node:fs/promises';
 import path from 'node:path';
+import {randomId} from './random-id.js';
 
 /**
 Write a file so that readers see either the old content or the new, never a torn one: write a
@@ -13,7 +13,7 @@ export async function writeFileAtomic(
 ): Promise<void> {
 	const temporaryPath = path.join(
 		path.dirname(filePath),
-		`.${path.basename(filePath)}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`,
+		`.${path.basename(filePath)}.${process.pid}.${randomId(10)}.tmp`,
 	);
 	const handle = await open(temporaryPath, 'wx', mode);
 	try {

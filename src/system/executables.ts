@@ -10,6 +10,9 @@ const packages: Record<string, string> = {
 	sh: 'dash',
 	rm: 'coreutils',
 	sync: 'coreutils',
+	nice: 'coreutils',
+	ionice: 'util-linux',
+	mkdir: 'coreutils',
 };
 
 const found = new Map<string, string>();

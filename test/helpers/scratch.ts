@@ -31,12 +31,12 @@ The unprivileged user may not be able to read the checkout (CI clones under root
 a copy of the self-contained bundle from a world-readable temp dir, removed when the worker exits.
 */
 function cliFor(user: User): string {
-	if (!existsSync(path.join(repositoryDist, 'cli.js'))) {
-		throw new Error('dist/cli.js is missing: run `npm run build` before the tests');
+	if (!existsSync(path.join(repositoryDist, 'cli.cjs'))) {
+		throw new Error('dist/cli.cjs is missing: run `npm run build` before the tests');
 	}
 
 	if (user === 'root') {
-		return path.join(repositoryDist, 'cli.js');
+		return path.join(repositoryDist, 'cli.cjs');
 	}
 
 	if (!nobodyDist) {
@@ -47,7 +47,7 @@ function cliFor(user: User): string {
 		process.once('exit', () => rmSync(copy, {recursive: true, force: true}));
 	}
 
-	return path.join(nobodyDist, 'cli.js');
+	return path.join(nobodyDist, 'cli.cjs');
 }
 
 function chownTree(root: string, id: number): void {
