@@ -10,7 +10,13 @@ import {
 	startRun,
 	UsageError,
 } from '../src/index.js';
-import {fingerprintTree, hostMountsUnder, makeSandbox, storeLeftovers} from './helpers/scratch.js';
+import {
+	eventually,
+	fingerprintTree,
+	hostMountsUnder,
+	makeSandbox,
+	storeLeftovers,
+} from './helpers/scratch.js';
 
 test('runCommand runs in a view, sends output to the given descriptors and reports progress', async (t) => {
 	const sandbox = makeSandbox(t, 'root');
@@ -96,4 +102,21 @@ test('keeping a run reports it and gc leaves it alone', async (t) => {
 	t.deepEqual(report.deadRuns, []);
 	t.deepEqual(readdirSync(path.join(sandbox.store, 'kept')), [result.runId]);
 	t.is(readFileSync(path.join(result.keptUpper ?? '', 'kept.txt'), 'utf8'), 'kept\n');
+});
+
+test('in a long-lived process the writes of a discarded run are deleted shortly after it returns', async (t) => {
+	const sandbox = makeSandbox(t, 'root');
+	const result = await runCommand({
+		command: ['sh', '-c', 'mkdir -p a/b && seq 1 500 | sed "s|^|a/b/f|" | xargs touch'],
+		src: sandbox.src,
+		store: sandbox.store,
+		stdio: ['ignore', 'ignore', 'ignore'],
+	});
+	t.is(result.exitCode, 0);
+	// This process keeps running, so the deleter is released by its timer rather than by our exit.
+	t.true(
+		await eventually(() => storeLeftovers(sandbox.store).length === 0, 10_000),
+		storeLeftovers(sandbox.store).join(),
+	);
+	t.deepEqual(hostMountsUnder(sandbox.root), []);
 });
