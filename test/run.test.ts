@@ -11,6 +11,7 @@ import {
 import path from 'node:path';
 import test from 'ava';
 import {
+	chownTree,
 	eventually,
 	fingerprintTree,
 	hostMountsUnder,
@@ -21,6 +22,7 @@ import {
 	storeLeftovers,
 	uniqueSleep,
 	users,
+	writeTree,
 } from './helpers/scratch.js';
 
 // Creates, modifies, deletes and renames files and directories, checks what it sees, lists the view.
@@ -298,5 +300,52 @@ cat "mine-$SCRATCH_RUN_ID"`;
 		t.is(ids.size, runs);
 		t.deepEqual(readdirSync(sandbox.src).sort(), ['README.md', 'lib']);
 		t.deepEqual(hostMountsUnder(sandbox.root), []);
+	});
+}
+
+for (const user of users) {
+	test(`a deletion interrupted earlier is finished by the next run (${user})`, async (t) => {
+		const sandbox = makeSandbox(t, user);
+		const first = await scratch(sandbox, [
+			'run',
+			'--store',
+			sandbox.store,
+			'--src',
+			sandbox.src,
+			'--',
+			'true',
+		]);
+		t.is(first.exitCode, 0, String(first.stderr));
+		// What a deleter killed halfway leaves: a partly deleted tree in the trash, locked by nobody.
+		const leftover = path.join(sandbox.store, 'trash', 'run-interrupted0');
+		writeTree(leftover, {'upper/a/b/c.txt': 'x', 'upper/d.txt': 'y', 'work/': ''});
+		if (user === 'nobody') {
+			chownTree(leftover, nobodyId);
+		}
+
+		const next = await scratch(sandbox, [
+			'run',
+			'--store',
+			sandbox.store,
+			'--src',
+			sandbox.src,
+			'--',
+			'true',
+		]);
+		t.is(next.exitCode, 0, String(next.stderr));
+		t.true(await eventually(() => !existsSync(leftover), 20_000));
+	});
+
+	test(`the command reads the caller's stdin (${user})`, async (t) => {
+		const sandbox = makeSandbox(t, user);
+		const result = await scratch(
+			sandbox,
+			['run', '--store', sandbox.store, '--src', sandbox.src, '--', 'sh', '-c', 'tr a-z A-Z'],
+			{
+				input: 'from stdin\n',
+			},
+		);
+		t.is(result.exitCode, 0, String(result.stderr));
+		t.is(String(result.stdout), 'FROM STDIN');
 	});
 }

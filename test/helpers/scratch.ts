@@ -50,7 +50,8 @@ function cliFor(user: User): string {
 	return path.join(nobodyDist, 'cli.cjs');
 }
 
-function chownTree(root: string, id: number): void {
+/** Give a tree to a user, as if that user had made it. */
+export function chownTree(root: string, id: number): void {
 	chownSync(root, id, id);
 	for (const entry of readdirSync(root, {withFileTypes: true, recursive: true})) {
 		const entryPath = path.join(entry.parentPath, entry.name);
@@ -122,7 +123,7 @@ export function scratch(
 				];
 	return execa(file, fileArguments, {
 		reject: false,
-		stdin: 'ignore',
+		...(options.input === undefined ? {stdin: 'ignore' as const} : {}),
 		...options,
 		// The unprivileged user gets a PATH it can search: a PATH entry it may not enter turns
 		// "not found" (127) into "permission denied" (126), as in any shell.
