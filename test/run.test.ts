@@ -19,6 +19,7 @@ import {
 	nobodyId,
 	processesWith,
 	scratch,
+	scratchRun,
 	storeLeftovers,
 	uniqueSleep,
 	users,
@@ -47,17 +48,7 @@ for (const user of users) {
 	test(`writes are visible to the command and the source stays byte for byte unchanged (${user})`, async (t) => {
 		const sandbox = makeSandbox(t, user);
 		const before = fingerprintTree(sandbox.src);
-		const result = await scratch(sandbox, [
-			'run',
-			'--store',
-			sandbox.store,
-			'--src',
-			sandbox.src,
-			'--',
-			'sh',
-			'-c',
-			mutateScript,
-		]);
+		const result = await scratchRun(sandbox, ['--', 'sh', '-c', mutateScript]);
 		t.is(result.exitCode, 0, String(result.stderr));
 		t.deepEqual(String(result.stdout).split('\n'), [
 			'.',
@@ -78,12 +69,7 @@ for (const user of users) {
 		const sandbox = makeSandbox(t, user);
 		const sleep = uniqueSleep();
 		// The command leaves a background process behind; the PID namespace must take it down.
-		const result = await scratch(sandbox, [
-			'run',
-			'--store',
-			sandbox.store,
-			'--src',
-			sandbox.src,
+		const result = await scratchRun(sandbox, [
 			'--',
 			'sh',
 			'-c',
@@ -163,15 +149,7 @@ for (const user of users) {
 			t.is(result.exitCode, expected, `${command.join(' ')}: ${String(result.stderr)}`);
 		}
 
-		const notFound = await scratch(sandbox, [
-			'run',
-			'--store',
-			sandbox.store,
-			'--src',
-			sandbox.src,
-			'--',
-			'no-such-command-for-scratch',
-		]);
+		const notFound = await scratchRun(sandbox, ['--', 'no-such-command-for-scratch']);
 		t.regex(String(notFound.stderr), /no-such-command-for-scratch: not found/);
 	});
 
@@ -181,12 +159,7 @@ for (const user of users) {
 		const hostFile = path.join('/tmp', `${marker}-host`);
 		writeFileSync(hostFile, 'host\n');
 		t.teardown(() => rmSync(hostFile, {force: true}));
-		const result = await scratch(sandbox, [
-			'run',
-			'--store',
-			sandbox.store,
-			'--src',
-			sandbox.src,
+		const result = await scratchRun(sandbox, [
 			'--tmpfs',
 			'/tmp',
 			'--tmpfs',
@@ -205,12 +178,7 @@ for (const user of users) {
 	test(`--keep keeps the writes in the store and prints the run id (${user})`, async (t) => {
 		const sandbox = makeSandbox(t, user);
 		const before = fingerprintTree(sandbox.src);
-		const result = await scratch(sandbox, [
-			'run',
-			'--store',
-			sandbox.store,
-			'--src',
-			sandbox.src,
+		const result = await scratchRun(sandbox, [
 			'--keep',
 			'--',
 			'sh',
@@ -235,12 +203,7 @@ for (const user of users) {
 	test(`--json-file writes a summary with the run id, status, durations and what was written (${user})`, async (t) => {
 		const sandbox = makeSandbox(t, user);
 		const summaryFile = path.join(sandbox.root, 'summary.json');
-		const result = await scratch(sandbox, [
-			'run',
-			'--store',
-			sandbox.store,
-			'--src',
-			sandbox.src,
+		const result = await scratchRun(sandbox, [
 			'--json-file',
 			summaryFile,
 			'--',
@@ -288,9 +251,7 @@ cat "mine-$SCRATCH_RUN_ID"`;
 		}
 
 		const results = await Promise.all(
-			Array.from({length: runs}, () =>
-				scratch(sandbox, ['run', '--store', sandbox.store, '--src', sandbox.src, '--', 'sh', '-c', script]),
-			),
+			Array.from({length: runs}, () => scratchRun(sandbox, ['--', 'sh', '-c', script])),
 		);
 		for (const result of results) {
 			t.is(result.exitCode, 0, String(result.stderr));
@@ -306,15 +267,7 @@ cat "mine-$SCRATCH_RUN_ID"`;
 for (const user of users) {
 	test(`a deletion interrupted earlier is finished by the next run (${user})`, async (t) => {
 		const sandbox = makeSandbox(t, user);
-		const first = await scratch(sandbox, [
-			'run',
-			'--store',
-			sandbox.store,
-			'--src',
-			sandbox.src,
-			'--',
-			'true',
-		]);
+		const first = await scratchRun(sandbox, ['--', 'true']);
 		t.is(first.exitCode, 0, String(first.stderr));
 		// What a deleter killed halfway leaves: a partly deleted tree in the trash, locked by nobody.
 		const leftover = path.join(sandbox.store, 'trash', 'run-interrupted0');
@@ -323,15 +276,7 @@ for (const user of users) {
 			chownTree(leftover, nobodyId);
 		}
 
-		const next = await scratch(sandbox, [
-			'run',
-			'--store',
-			sandbox.store,
-			'--src',
-			sandbox.src,
-			'--',
-			'true',
-		]);
+		const next = await scratchRun(sandbox, ['--', 'true']);
 		t.is(next.exitCode, 0, String(next.stderr));
 		t.true(await eventually(() => !existsSync(leftover), 20_000));
 	});

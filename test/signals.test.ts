@@ -9,6 +9,7 @@ import {
 	processesWith,
 	type Sandbox,
 	scratch,
+	scratchRun,
 	storeLeftovers,
 	uniqueSleep,
 	users,
@@ -29,7 +30,7 @@ async function waitForLine(subprocess: ResultPromise, line: string): Promise<voi
 }
 
 function startLongRun(sandbox: Sandbox, script: string) {
-	return scratch(sandbox, ['run', '--store', sandbox.store, '--src', sandbox.src, '--', 'sh', '-c', script], {
+	return scratchRun(sandbox, ['--', 'sh', '-c', script], {
 		buffer: false,
 	}) as unknown as ResultPromise;
 }
@@ -77,15 +78,7 @@ for (const user of users) {
 		t.deepEqual(readdirSync(path.join(sandbox.store, 'runs')), [deadRun], 'a dry run deletes nothing');
 
 		// The next run moves the dead run's directory out of runs/ on its way out.
-		const next = await scratch(sandbox, [
-			'run',
-			'--store',
-			sandbox.store,
-			'--src',
-			sandbox.src,
-			'--',
-			'true',
-		]);
+		const next = await scratchRun(sandbox, ['--', 'true']);
 		t.is(next.exitCode, 0, String(next.stderr));
 		t.deepEqual(readdirSync(path.join(sandbox.store, 'runs')), []);
 		const gc = await scratch(sandbox, ['gc', '--store', sandbox.store]);

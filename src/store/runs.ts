@@ -80,19 +80,6 @@ function readLease(runDirectory: string): RunRecord | undefined {
 	}
 }
 
-/** Runs in `runs/` whose owner is still alive. */
-export function listLiveRuns(store: Store): RunRecord[] {
-	const live: RunRecord[] = [];
-	for (const id of safeReaddir(store.runsDir)) {
-		const lease = readLease(path.join(store.runsDir, id));
-		if (lease && isProcessAlive(lease.owner)) {
-			live.push(lease);
-		}
-	}
-
-	return live;
-}
-
 /** What dead runs and abandoned preparations left behind, without touching it. */
 export function findAbandoned(store: Store): Array<{directory: string; trashName: string}> {
 	const abandoned: Array<{directory: string; trashName: string}> = [];
@@ -148,11 +135,6 @@ export async function keepRun(store: Store, runDirectory: string, record: RunRec
 	}
 
 	return keptDirectory;
-}
-
-/** Ids of kept runs. */
-export function listKeptRuns(store: Store): string[] {
-	return safeReaddir(store.keptDir);
 }
 
 function safeReaddir(directory: string): string[] {

@@ -136,6 +136,15 @@ export function scratch(
 	}) as ResultPromise<Options & {reject: false}>;
 }
 
+/** `scratch run --store STORE --src SRC ARGS...` in the sandbox, as its user. */
+export function scratchRun(
+	sandbox: Sandbox,
+	args: string[],
+	options: Options & {cwd?: string} = {},
+): ResultPromise<Options & {reject: false}> {
+	return scratch(sandbox, ['run', '--store', sandbox.store, '--src', sandbox.src, ...args], options);
+}
+
 /** Everything about a tree that a run must not change: types, modes, owners, content, link targets, mtimes. */
 export function fingerprintTree(root: string): Record<string, string> {
 	const fingerprint: Record<string, string> = {};
