@@ -136,6 +136,12 @@ async function initializeStore(store: Store): Promise<void> {
 	}
 
 	const existing = readdirSync(root).filter((name) => !name.startsWith(`.${formatFileName}.`));
+	// Another scratch may have finished creating the same store since we looked for its record.
+	if (existing.includes(formatFileName)) {
+		checkFormatRecord(root, readFileSync(path.join(root, formatFileName), 'utf8'));
+		return;
+	}
+
 	if (existing.some((name) => !['runs', 'kept', 'trash', 'tmp'].includes(name))) {
 		throw new StoreError(
 			`${root} is not a scratch store: it holds other files and no ${formatFileName}; pass an empty or new directory with --store DIR`,
