@@ -119,18 +119,20 @@ export function isWithin(inner: string, outer: string): boolean {
 	);
 }
 
-/*
-Mount points outside the view must exist on the host (preflight checks them) unless an earlier tmpfs
-of the same run covers them; parents are mounted before children.
+/**
+Whether a tmpfs mount point outside the view lies under another of the run's outside tmpfs mounts. Such
+a mount point is made inside that tmpfs; any other must already exist on the host (preflight checks).
 */
+export function isUnderOtherTmpfs(mountPath: string, outsidePaths: readonly string[]): boolean {
+	return outsidePaths.some((other) => other !== mountPath && isWithin(mountPath, other));
+}
+
+// Parents are mounted before children, so a covering tmpfs is there when a mount point is made in it.
 function orderOutsideMounts(paths: string[]): Array<[mode: string, path: string]> {
 	const sorted = [...new Set(paths)].sort(
 		(a, b) => a.split('/').length - b.split('/').length || a.localeCompare(b),
 	);
-	return sorted.map((mountPath, index) => [
-		sorted.slice(0, index).some((earlier) => isWithin(mountPath, earlier)) ? 'create' : 'existing',
-		mountPath,
-	]);
+	return sorted.map((mountPath) => [isUnderOtherTmpfs(mountPath, sorted) ? 'create' : 'existing', mountPath]);
 }
 
 /**

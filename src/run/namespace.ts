@@ -93,6 +93,8 @@ export function startNamespace(
 
 	let started = false;
 	let setupOutput = '';
+	// pid 1 exits at EOF on its fd 6, the write end of which this is.
+	const releasePipe = (child.stdio as unknown[])[6] as (Writable & {unref?: () => void}) | null;
 	let afterReady = '';
 	let resolveReady: () => void = () => {};
 	const ready = new Promise<void>((resolve) => {
@@ -201,7 +203,7 @@ export function startNamespace(
 		commandExit,
 		closed,
 		release() {
-			((child.stdio as unknown[])[6] as Writable | null)?.destroy();
+			releasePipe?.destroy();
 		},
 		detach() {
 			// What is left is the kernel tearing the overlay down in unshare's exit: let it start after we
@@ -212,7 +214,6 @@ export function startNamespace(
 				} catch {}
 			}
 
-			const releasePipe = (child.stdio as unknown[])[6] as (Writable & {unref?: () => void}) | null;
 			if (releasePipe) {
 				releaseLater(releasePipe);
 			}

@@ -16,7 +16,7 @@ import {type BackendChoice, type BackendName, selectBackend} from './backend.js'
 import {type NamespaceProcess, type StdioTarget, signalNumber, startNamespace} from './namespace.js';
 import {
 	exitStatusOf,
-	isWithin,
+	isUnderOtherTmpfs,
 	type NamespacePlan,
 	type NamespaceTools,
 	resolveTmpfsPath,
@@ -146,12 +146,9 @@ export function startRun(options: RunOptions): RunHandle {
 		const target = options.inPlace ? source : path.join(runDirectory, runEntries.merged);
 		const requestedTmpfs = options.tmpfs ?? [];
 		const tmpfs = requestedTmpfs.map((requested) => resolveTmpfsPath(requested, {source, target}));
+		const outsidePaths = tmpfs.filter((mount) => !mount.create).map((mount) => mount.path);
 		for (const [index, mount] of tmpfs.entries()) {
-			// A mount point under another of the run's own tmpfs mounts is made inside that tmpfs.
-			const covered = tmpfs.some(
-				(other) => !other.create && other.path !== mount.path && isWithin(mount.path, other.path),
-			);
-			if (!mount.create && !covered) {
+			if (!mount.create && !isUnderOtherTmpfs(mount.path, outsidePaths)) {
 				checkTmpfsMountPoint(mount.path, requestedTmpfs[index] as string);
 			}
 		}
