@@ -15,7 +15,25 @@ export class ScratchError extends Error {
 /** The arguments do not make sense: an unknown or repeated flag, a missing command. */
 export class UsageError extends ScratchError {
 	override name = 'UsageError';
-	override readonly code = 'ERR_SCRATCH_USAGE';
+	override readonly code: string = 'ERR_SCRATCH_USAGE';
+}
+
+/** A snapshot name breaks the naming rules (a usage error: exit status 2). */
+export class InvalidNameError extends UsageError {
+	override name = 'InvalidNameError';
+	override readonly code = 'ERR_SCRATCH_INVALID_NAME';
+}
+
+/** A name to be created exists already. */
+export class ExistsError extends ScratchError {
+	override name = 'ExistsError';
+	override readonly code = 'ERR_SCRATCH_EXISTS';
+}
+
+/** A limit of the kernel or of scratch would be passed: too many layers, too long a mount option. */
+export class LimitError extends ScratchError {
+	override name = 'LimitError';
+	override readonly code = 'ERR_SCRATCH_LIMIT';
 }
 
 /** Something named on the command line does not exist. */

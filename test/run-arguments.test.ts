@@ -5,6 +5,7 @@ import {UsageError} from '../src/errors.js';
 const defaults: RunArguments = {
 	inPlace: false,
 	keep: false,
+	bases: [],
 	backend: 'auto',
 	tmpfs: [],
 	verbose: false,
@@ -14,6 +15,11 @@ const defaults: RunArguments = {
 
 const parsingCases: Array<{title: string; argv: string[]; expected: Partial<RunArguments>}> = [
 	{title: 'no arguments give the defaults and no command', argv: [], expected: {}},
+	{
+		title: '--base repeats and keeps its order, --promote takes one name',
+		argv: ['--base', 'deps', '--base=tools', '--promote', 'out', '--', 'make'],
+		expected: {bases: ['deps', 'tools'], promote: 'out', command: ['make']},
+	},
 	{
 		title: 'a bare command is the whole command',
 		argv: ['make', 'test'],

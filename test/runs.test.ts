@@ -31,6 +31,8 @@ function record(id: string, owner: ProcessIdentity): RunRecord {
 		command: ['true'],
 		inPlace: false,
 		backend: 'kernel',
+		layers: [],
+		bases: [],
 	};
 }
 

@@ -1,4 +1,4 @@
-import {ScratchError} from '../errors.js';
+import {ScratchError, UsageError} from '../errors.js';
 
 /** Print an error as one line on stderr: ours as they are, anything else as the bug it is. */
 export function reportError(error: unknown, {verbose = false}: {verbose?: boolean} = {}): void {
@@ -18,5 +18,5 @@ export function reportError(error: unknown, {verbose = false}: {verbose?: boolea
 
 /** Exit status of a failed command other than run: 2 for usage errors, 1 for everything else. */
 export function exitCodeFor(error: unknown): number {
-	return error instanceof ScratchError && error.code === 'ERR_SCRATCH_USAGE' ? 2 : 1;
+	return error instanceof UsageError ? 2 : 1;
 }

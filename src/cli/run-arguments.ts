@@ -23,7 +23,24 @@ export const runOptionSpecs: readonly RunOptionSpec[] = [
 		type: 'boolean',
 		description: "Mount the view over the source's own path (only the command sees it)",
 	},
-	{name: 'keep', type: 'boolean', description: "Keep the run's writes in the store and print the run id"},
+	{
+		name: 'base',
+		type: 'string',
+		array: true,
+		placeholder: 'NAME',
+		description: 'Stack layer NAME (and its lowers) over the source; repeatable, later ones higher',
+	},
+	{
+		name: 'promote',
+		type: 'string',
+		placeholder: 'NAME',
+		description: 'When the command exits 0, keep its writes as a layer named NAME (replacing NAME)',
+	},
+	{
+		name: 'keep',
+		type: 'boolean',
+		description: "Keep the run's writes in the store and print the run id (with --promote: if not promoted)",
+	},
 	{
 		name: 'backend',
 		type: 'string',
@@ -58,6 +75,8 @@ export type RunArguments = {
 	src?: string;
 	inPlace: boolean;
 	keep: boolean;
+	bases: string[];
+	promote?: string;
 	backend: string;
 	tmpfs: string[];
 	jsonFile?: string;
@@ -145,10 +164,13 @@ export function parseRunArguments(argv: readonly string[]): RunArguments {
 	const src = single('src');
 	const jsonFile = single('json-file');
 	const store = single('store');
+	const promote = single('promote');
 	return {
 		...(src === undefined ? {} : {src}),
 		inPlace: values.has('in-place'),
 		keep: values.has('keep'),
+		bases: values.get('base') ?? [],
+		...(promote === undefined ? {} : {promote}),
 		backend: single('backend') ?? 'auto',
 		tmpfs: values.get('tmpfs') ?? [],
 		...(jsonFile === undefined ? {} : {jsonFile}),

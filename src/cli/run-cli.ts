@@ -39,12 +39,22 @@ export async function runCli(
 			...(parsed.store === undefined ? {} : {store: parsed.store}),
 			inPlace: parsed.inPlace,
 			keep: parsed.keep,
+			bases: parsed.bases,
+			...(parsed.promote === undefined ? {} : {promote: parsed.promote}),
 			backend: parsed.backend as BackendChoice,
 			tmpfs: parsed.tmpfs,
 			measure: jsonFile !== undefined,
 			onEvent(event) {
 				if (event.type === 'kept') {
 					process.stderr.write(`scratch: kept run ${event.runId}; its writes are in ${event.upper}\n`);
+				} else if (event.type === 'promoted') {
+					process.stderr.write(
+						`scratch: promoted the run's writes as ${event.name} (layer ${event.layer})\n`,
+					);
+				} else if (event.type === 'not-promoted') {
+					process.stderr.write(
+						`scratch: not promoted to ${event.name}: ${event.reason}; ${event.name} is unchanged\n`,
+					);
 				}
 			},
 		});

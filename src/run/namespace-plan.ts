@@ -1,5 +1,5 @@
 import path from 'node:path';
-import {UsageError} from '../errors.js';
+import {LimitError, UsageError} from '../errors.js';
 import type {BackendName} from './backend.js';
 
 /** Written by the namespace's setup on the control pipe once the view is ready and the command starts. */
@@ -16,6 +16,12 @@ export type NamespacePlan = {
 	workingDirectory: string;
 	/** Discard-only runs skip the upper's syncs; the upper is thrown away after a crash anyway. */
 	volatile: boolean;
+	/** Layers stacked over the source, bottom first (ids in the store's `layers/` dir). */
+	layers: string[];
+	/** The store's `layers/` dir: the overlay is mounted from there when `layers` is not empty. */
+	layersDirectory: string;
+	/** The run's id: its upper and work dirs are `../runs/ID/upper` and `../runs/ID/work` from `layers/`. */
+	runId: string;
 	/**
 	Private tmpfs mounts; `create` ones lie inside the view (their mount point, if missing, is a discarded
 	write), the others elsewhere in the namespace (their mount point must exist on the host).
@@ -27,16 +33,30 @@ export type NamespacePlan = {
 /** Absolute paths of the programs the namespace runs, resolved outside it. */
 export type NamespaceTools = {setpriv: string; unshare: string; sh: string; mount: string; mkdir: string};
 
+/** mount(2) takes the options as one page: 4095 bytes and a terminating NUL. */
+export const maxMountOptionsLength = 4095;
+
 /**
-The overlay's mount options. The source is `/proc/self/fd/5` and upper and work are relative to the
-run dir (the mount's working directory), so no user path ever appears in the option string: nothing
-to escape (`:`, `,`, `\`), and the 4095-byte limit is never reached by long paths.
+The overlay's mount options. The source is `/proc/self/fd/5`, layers are named by their short ids from
+inside the store's `layers/` dir, and upper and work are relative to the directory the mount runs in, so
+no user path ever appears in the option string: nothing to escape (`:`, `,`, `\`), and 500 lower layers
+fit in mount(2)'s 4095 bytes. Without layers the mount runs in the run's own dir.
 */
-export function buildOverlayOptions({volatile}: {volatile: boolean}): string {
+export function buildOverlayOptions({
+	volatile,
+	layers = [],
+	runId = '',
+}: {
+	volatile: boolean;
+	layers?: readonly string[];
+	runId?: string;
+}): string {
+	const lowers = [...layers].reverse().concat('/proc/self/fd/5');
+	const runPath = layers.length > 0 ? `../runs/${runId}/` : '';
 	const options = [
-		'lowerdir=/proc/self/fd/5',
-		'upperdir=upper',
-		'workdir=work',
+		`lowerdir=${lowers.join(':')}`,
+		`upperdir=${runPath}upper`,
+		`workdir=${runPath}work`,
 		// One portable layer format for root and rootless (see DESIGN: Layer format).
 		'userxattr',
 		'index=off',
@@ -49,6 +69,16 @@ export function buildOverlayOptions({volatile}: {volatile: boolean}): string {
 	return options.join(',');
 }
 
+/** Fail clearly, before anything is created, when the overlay's options would not fit mount(2). */
+export function checkMountOptions(plan: NamespacePlan): void {
+	const options = buildOverlayOptions({volatile: plan.volatile, layers: plan.layers, runId: plan.runId});
+	if (options.length > maxMountOptionsLength) {
+		throw new LimitError(
+			`the overlay's mount options for ${plan.layers.length} layers are ${options.length} bytes, more than mount(2)'s ${maxMountOptionsLength}; flatten the stack with scratch squash NAME --as NEW`,
+		);
+	}
+}
+
 /*
 Runs as pid 1 of the run's PID namespace. It never execs the command: pid 1 ignores signals it has no
 handler for, so the command runs as its child, where forwarded signals reach it. fd 2 is scratch's
@@ -56,7 +86,8 @@ control pipe until the view is ready; fd 3 is the caller's stderr, which the com
 Order matters: tmpfs mounts outside the view come first, so one that covers the view's mount point
 (--tmpfs /tmp with the store under /tmp) is mounted over, not the other way round; the mount point is
 then recreated inside that private tmpfs. Upper and work are reached through the working directory and
-the source through fd 5, which stay valid whatever gets covered. A missing mount point is created only
+the source through fd 5, which stay valid whatever gets covered (the setup moves into the store's
+layers dir before any tmpfs is mounted, when the run has layers). A missing mount point is created only
 where the plan says so (inside the view, or inside one of the run's own tmpfs mounts): never on the
 host. Each failing step says which it was on the control pipe (setupFailureMarker).
 When the command has exited, pid 1 kills whatever it left in the PID namespace and reports the status
@@ -67,8 +98,8 @@ which scratch holds: the teardown starts after scratch has exited (or at once, f
 upper must be unmounted before it is recorded).
 */
 const setupScript = `set -u
-mount=$1 mkdir=$2 source=$3 target=$4 target_mode=$5 cwd=$6 options=$7
-shift 7
+mount=$1 mkdir=$2 source=$3 target=$4 target_mode=$5 cwd=$6 options=$7 mount_dir=$8
+shift 8
 fail() {
 	printf '\\036scratch-failed %s %s\\n' "$1" "$2" >&2
 	exit 125
@@ -83,6 +114,7 @@ tmpfs() {
 	"$mount" -t tmpfs -o mode=1777,nosuid,nodev scratch-tmpfs "$2" || fail tmpfs "$2"
 }
 command exec 5<"$source" || fail source "$source"
+cd -- "$mount_dir" || fail layers "$mount_dir"
 count=$1
 shift
 while [ "$count" -gt 0 ]; do tmpfs "$1" "$2"; shift 2; count=$((count - 1)); done
@@ -183,7 +215,8 @@ export function buildNamespaceCommand(
 			plan.target,
 			targetMode,
 			plan.workingDirectory,
-			buildOverlayOptions({volatile: plan.volatile}),
+			buildOverlayOptions({volatile: plan.volatile, layers: plan.layers, runId: plan.runId}),
+			plan.layers.length > 0 ? plan.layersDirectory : '.',
 			String(outsideView.length),
 			...outsideView.flat(),
 			String(insideView.length),

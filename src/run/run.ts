@@ -1,5 +1,8 @@
 import path from 'node:path';
 import {describeSystemError, PermissionError, ScratchError} from '../errors.js';
+import {checkName} from '../store/names.js';
+import {layerRecordOfRun, promoteTree} from '../store/promote.js';
+import {resolveBases} from '../store/resolve.js';
 import {
 	createRunDirectory,
 	createRunId,
@@ -10,11 +13,13 @@ import {
 } from '../store/runs.js';
 import {defaultStorePath, openStore, type Store, storeLayout} from '../store/store.js';
 import {moveToTrash, startBackgroundDeleter} from '../store/trash.js';
+import {holdStoreUse} from '../store/use-lock.js';
 import {findExecutable} from '../system/executables.js';
 import {currentProcessIdentity} from '../system/process-identity.js';
 import {type BackendChoice, type BackendName, selectBackend} from './backend.js';
 import {type NamespaceProcess, type StdioTarget, signalNumber, startNamespace} from './namespace.js';
 import {
+	checkMountOptions,
 	exitStatusOf,
 	isUnderOtherTmpfs,
 	type NamespacePlan,
@@ -43,8 +48,12 @@ export type RunOptions = {
 	store?: string;
 	/** Mount the view over the source's own path (inside the run's namespace only). */
 	inPlace?: boolean;
-	/** Keep the run's writes in the store instead of discarding them. */
+	/** Keep the run's writes in the store instead of discarding them (with `promote`: only when not promoted). */
 	keep?: boolean;
+	/** Layers (names, or layer ids) stacked over the source, each with its lowers; later ones stack higher. */
+	bases?: string[];
+	/** When the command exits 0, its writes become a layer and this name points at it. */
+	promote?: string;
 	/** `auto` (default), `kernel` (root) or `userns` (user namespace). */
 	backend?: BackendChoice;
 	/** Paths that get a private tmpfs in the run: relative ones inside the view, absolute ones where they are. */
@@ -62,7 +71,9 @@ export type RunOptions = {
 /** Progress of a run. */
 export type RunEvent =
 	| {type: 'started'; runId: string; backend: BackendName; view: string}
-	| {type: 'kept'; runId: string; upper: string};
+	| {type: 'kept'; runId: string; upper: string}
+	| {type: 'promoted'; runId: string; name: string; layer: string}
+	| {type: 'not-promoted'; runId: string; name: string; reason: string};
 
 /** What happened in a run. */
 export type RunResult = {
@@ -79,6 +90,12 @@ export type RunResult = {
 	kept: boolean;
 	/** The kept upper dir, when `keep` was set. */
 	keptUpper?: string;
+	/** Layers stacked over the source, bottom first. */
+	layers: string[];
+	/** The layer the writes became, when `promote` was set and the command exited 0. */
+	promoted?: {name: string; layer: string};
+	/** Why nothing was promoted, when `promote` was set. */
+	notPromoted?: string;
 	durations: {setupMs: number; commandMs: number; teardownMs: number; totalMs: number};
 	/** Present when `measure` was set. */
 	written?: WriteStats;
@@ -125,6 +142,11 @@ export function startRun(options: RunOptions): RunHandle {
 	async function execute(): Promise<RunResult> {
 		const startedAt = performance.now();
 		checkCommand(options.command);
+		if (options.promote !== undefined) {
+			checkName(options.promote, '--promote');
+		}
+
+		const bases = options.bases ?? [];
 		const source = resolveSourceTree(options.src ?? process.cwd());
 		const backend = selectBackend(options.backend ?? 'auto');
 		const tools = resolveTools();
@@ -141,6 +163,8 @@ export function startRun(options: RunOptions): RunHandle {
 			command: options.command,
 			inPlace: options.inPlace ?? false,
 			backend,
+			layers: [],
+			bases,
 		};
 		const runDirectory = path.join(storeLayout(storePath).runsDir, id);
 		const target = options.inPlace ? source : path.join(runDirectory, runEntries.merged);
@@ -152,28 +176,40 @@ export function startRun(options: RunOptions): RunHandle {
 				checkTmpfsMountPoint(mount.path, requestedTmpfs[index] as string);
 			}
 		}
-		const plan: NamespacePlan = {
-			backend,
-			source,
-			target,
-			workingDirectory: path.join(target, relative),
-			volatile: !options.keep,
-			tmpfs,
-			command: options.command,
-		};
-
 		const store = await openStore(storePath);
 		if (pendingSignal) {
 			return abortedResult(id, store, backend, source, startedAt, pendingSignal);
 		}
 
+		// While the bases are resolved and the lease naming them is written, gc must not sweep them.
+		const hold = bases.length > 0 ? await holdStoreUse(store) : undefined;
+		const plan: NamespacePlan = {
+			backend,
+			source,
+			target,
+			workingDirectory: path.join(target, relative),
+			volatile: !options.keep && options.promote === undefined,
+			layers: [],
+			layersDirectory: store.layersDir,
+			runId: id,
+			tmpfs,
+			command: options.command,
+		};
 		try {
-			createRunDirectory(store, record);
-		} catch (error) {
-			throw new PermissionError(
-				`cannot create the run's directories in store ${store.root}: ${describeSystemError(error)}; use a store you own with --store DIR`,
-				{cause: error},
-			);
+			const stack = resolveBases(store, bases);
+			record.layers = stack.layers;
+			plan.layers = stack.layers;
+			checkMountOptions(plan);
+			try {
+				createRunDirectory(store, record);
+			} catch (error) {
+				throw new PermissionError(
+					`cannot create the run's directories in store ${store.root}: ${describeSystemError(error)}; use a store you own with --store DIR`,
+					{cause: error},
+				);
+			}
+		} finally {
+			hold?.release();
 		}
 
 		namespace = startNamespace(plan, tools, {
@@ -199,16 +235,19 @@ export function startRun(options: RunOptions): RunHandle {
 				readyAt = performance.now();
 				options.onEvent?.({type: 'started', runId: id, backend, view: plan.workingDirectory});
 			});
-			// A kept upper must be fully unmounted before it is synced and recorded; a discarded one need not
-			// wait for the kernel's teardown of the overlay (see namespace-plan.ts).
+			// A kept or promoted upper must be fully unmounted before it is synced and recorded; a discarded
+			// one need not wait for the kernel's teardown of the overlay (see namespace-plan.ts).
 			let exit = await namespace.commandExit;
-			if (options.keep) {
+			const statusNow = exitStatusOf(exit.code, exit.signal ? signalNumber(exit.signal) : undefined);
+			const promoting = options.promote !== undefined && exit.started && statusNow === 0 && !interruptedBy;
+			const keeping = Boolean(options.keep) && !promoting;
+			if (keeping || promoting) {
 				namespace.release();
 				exit = await namespace.closed;
 			}
 
 			const exitedAt = performance.now();
-			if (!options.keep) {
+			if (!keeping && !promoting) {
 				namespace.detach();
 			}
 
@@ -226,7 +265,34 @@ export function startRun(options: RunOptions): RunHandle {
 				? await measureUpper(path.join(runDirectory, runEntries.upper))
 				: undefined;
 			let keptUpper: string | undefined;
-			if (options.keep) {
+			let promoted: {name: string; layer: string} | undefined;
+			let notPromoted: string | undefined;
+			if (options.promote !== undefined && !promoting) {
+				notPromoted = interruptedBy
+					? `the run was interrupted by ${interruptedBy}`
+					: `the command exited with status ${exitCode}`;
+				options.onEvent?.({type: 'not-promoted', runId: id, name: options.promote, reason: notPromoted});
+			}
+
+			if (promoting) {
+				const name = options.promote as string;
+				try {
+					const promotion = await promoteTree(store, {
+						tree: path.join(runDirectory, runEntries.upper),
+						name,
+						record: layerRecordOfRun(record, exitCode),
+					});
+					promoted = {name, layer: promotion.layer.id};
+				} catch (error) {
+					throw new ScratchError(
+						`the command succeeded but promoting its writes to ${name} failed: ${describeSystemError(error)}; ${name} is unchanged`,
+						{cause: error},
+					);
+				}
+
+				options.onEvent?.({type: 'promoted', runId: id, name, layer: promoted.layer});
+				finishDiscard(store, runDirectory, id);
+			} else if (keeping) {
 				try {
 					const keptDirectory = await keepRun(store, runDirectory, {
 						...record,
@@ -257,8 +323,11 @@ export function startRun(options: RunOptions): RunHandle {
 				backend,
 				source,
 				store: store.root,
-				kept: Boolean(options.keep),
+				kept: keeping,
 				...(keptUpper ? {keptUpper} : {}),
+				layers: record.layers,
+				...(promoted ? {promoted} : {}),
+				...(notPromoted ? {notPromoted} : {}),
 				durations: {
 					setupMs: round(readyAt - startedAt),
 					commandMs: round(exitedAt - readyAt),
@@ -306,6 +375,7 @@ function abortedResult(
 		source,
 		store: store.root,
 		kept: false,
+		layers: [],
 		durations: {setupMs: totalMs, commandMs: 0, teardownMs: 0, totalMs},
 	};
 }

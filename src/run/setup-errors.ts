@@ -51,6 +51,12 @@ export function translateSetupFailure(output: string, backend: BackendName, stor
 			);
 		}
 
+		case 'layers': {
+			return new MountError(
+				`cannot enter the store's layers dir ${subject} when the run started (${detail}); check the store with scratch gc`,
+			);
+		}
+
 		case 'tmpfs': {
 			return new MountError(`cannot mount --tmpfs ${subject} (${detail})`);
 		}

@@ -1,10 +1,10 @@
-import {spawn} from 'node:child_process';
 import {mkdirSync, readdirSync, readFileSync, renameSync, writeFileSync} from 'node:fs';
 import path from 'node:path';
 import {syncDirectory, writeFileAtomic} from '../system/atomic-file.js';
-import {findExecutable} from '../system/executables.js';
-import {isProcessAlive, type ProcessIdentity, readBootId} from '../system/process-identity.js';
+import {isProcessAlive, type ProcessIdentity} from '../system/process-identity.js';
 import {randomId} from '../system/random-id.js';
+import {syncFileSystem} from '../system/sync-file-system.js';
+import {isLeaseNameAlive, leaseName} from './lease-names.js';
 import type {Store} from './store.js';
 import {moveToTrash} from './trash.js';
 
@@ -24,8 +24,14 @@ export type RunRecord = {
 	command: string[];
 	inPlace: boolean;
 	backend: string;
+	/** Layers stacked over the source, bottom first: gc keeps them while the run lives or is kept. */
+	layers: string[];
+	/** The names given with --base. */
+	bases: string[];
 	finished?: string;
 	exitCode?: number;
+	/** A promotion of this kept run in progress: the layer its upper becomes and the name to point at it. */
+	promotion?: {layer: string; name: string};
 };
 
 /** Paths inside one run's directory, relative to it: the namespace mounts from inside the run dir. */
@@ -37,29 +43,13 @@ export const runEntries = {
 	record: 'run.json',
 };
 
-function temporaryName(id: string, owner: ProcessIdentity): string {
-	return `${id}.${owner.bootId.slice(0, 8)}.${owner.pid}.${owner.startTime}`;
-}
-
-function isTemporaryNameAlive(name: string): boolean {
-	const [, bootPrefix, pid, startTime] = name.split('.');
-	if (!bootPrefix || !pid || !startTime) {
-		return false;
-	}
-
-	const bootId = readBootId();
-	return (
-		bootId.startsWith(bootPrefix) && isProcessAlive({pid: Number(pid), startTime: Number(startTime), bootId})
-	);
-}
-
 /**
 Create a run's directory with its lease, upper, work and mount point. It is built under `tmp/` with
 the owner's identity in its name and renamed into `runs/` complete, so `gc` never sees a run without a
 lease and never mistakes a run being prepared for a dead one.
 */
 export function createRunDirectory(store: Store, record: RunRecord): string {
-	const preparing = path.join(store.tmpDir, temporaryName(record.id, record.owner));
+	const preparing = path.join(store.tmpDir, leaseName(record.id, record.owner));
 	mkdirSync(preparing, {mode: 0o700});
 	for (const entry of [runEntries.upper, runEntries.work, runEntries.merged]) {
 		mkdirSync(path.join(preparing, entry), {mode: 0o755});
@@ -93,7 +83,7 @@ export function findAbandoned(store: Store): Array<{directory: string; trashName
 	}
 
 	for (const name of safeReaddir(store.tmpDir)) {
-		if (!isTemporaryNameAlive(name)) {
+		if (!isLeaseNameAlive(name)) {
 			abandoned.push({directory: path.join(store.tmpDir, name), trashName: `tmp-${name}`});
 		}
 	}
@@ -143,18 +133,4 @@ function safeReaddir(directory: string): string[] {
 	} catch {
 		return [];
 	}
-}
-
-async function syncFileSystem(directory: string): Promise<void> {
-	await new Promise<void>((resolve, reject) => {
-		const child = spawn(findExecutable('sync'), ['--file-system', directory], {stdio: 'ignore'});
-		child.on('error', reject);
-		child.on('close', (code) => {
-			if (code === 0) {
-				resolve();
-			} else {
-				reject(new Error(`sync --file-system ${directory} exited with status ${code}`));
-			}
-		});
-	});
 }

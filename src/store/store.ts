@@ -13,6 +13,7 @@ export const storeFormat = {
 } as const;
 
 const formatFileName = 'scratch-store.json';
+const storeDirectoryNames = ['runs', 'kept', 'trash', 'tmp', 'layers', 'refs', 'locks', 'workspaces'];
 const overlayfsMagic = 0x79_4c_76_30;
 
 /** Where everything of one store lives. Only the store module knows this layout. */
@@ -27,6 +28,12 @@ export type Store = {
 	readonly trashDir: string;
 	/** Entries being prepared; their names carry their owner's lease. */
 	readonly tmpDir: string;
+	/** Layers: `layers/ID` (the upper-format tree) and `layers/ID.json` (its record); runs mount from here. */
+	readonly layersDir: string;
+	/** Snapshot names, one file each (`/` in a name is stored as `+`). */
+	readonly refsDir: string;
+	/** Holders of the store (use-lock.ts). */
+	readonly locksDir: string;
 };
 
 /** The default store: `/var/lib/scratch` for root, else under `$XDG_DATA_HOME` (or `~/.local/share`). */
@@ -52,7 +59,22 @@ export function storeLayout(root: string): Store {
 		keptDir: path.join(root, 'kept'),
 		trashDir: path.join(root, 'trash'),
 		tmpDir: path.join(root, 'tmp'),
+		layersDir: path.join(root, 'layers'),
+		refsDir: path.join(root, 'refs'),
+		locksDir: path.join(root, 'locks'),
 	};
+}
+
+function storeDirectories(store: Store): string[] {
+	return [
+		store.runsDir,
+		store.keptDir,
+		store.trashDir,
+		store.tmpDir,
+		store.layersDir,
+		store.refsDir,
+		store.locksDir,
+	];
 }
 
 /** Whether a directory sits on overlayfs (an upper dir there cannot be mounted: nested overlay). */
@@ -142,7 +164,7 @@ async function initializeStore(store: Store): Promise<void> {
 		return;
 	}
 
-	if (existing.some((name) => !['runs', 'kept', 'trash', 'tmp'].includes(name))) {
+	if (existing.some((name) => !storeDirectoryNames.includes(name))) {
 		throw new StoreError(
 			`${root} is not a scratch store: it holds other files and no ${formatFileName}; pass an empty or new directory with --store DIR`,
 		);
@@ -150,7 +172,7 @@ async function initializeStore(store: Store): Promise<void> {
 
 	try {
 		await access(root, constants.W_OK | constants.X_OK);
-		for (const directory of [store.runsDir, store.keptDir, store.trashDir, store.tmpDir]) {
+		for (const directory of storeDirectories(store)) {
 			mkdirSync(directory, {recursive: true, mode: 0o700});
 		}
 
