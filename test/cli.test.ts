@@ -7,7 +7,10 @@ const root = {user: 'root'} as const;
 test('commands other than run exit 2 on usage errors, with one line on stderr', async (t) => {
 	const cases: Array<[string[], RegExp]> = [
 		[[], /^scratch: no command given; see scratch --help\n?$/],
-		[['frobnicate'], /^scratch: unknown command 'frobnicate' \(commands: run, gc\); see scratch --help\n?$/],
+		[
+			['frobnicate'],
+			/^scratch: unknown command 'frobnicate' \(commands: run, ls, inspect, tag, rm, diff, promote, gc, squash\); see scratch --help\n?$/,
+		],
 		[['gc', '--bogus'], /^scratch: unknown argument: bogus; see scratch --help\n?$/],
 	];
 	for (const [args, pattern] of cases) {
@@ -65,7 +68,7 @@ test('gc reports what it freed in a readable line and as JSON', async (t) => {
 	const human = await scratch(root, ['gc', '--store', sandbox.store, '--dry-run']);
 	t.regex(
 		String(human.stdout),
-		/^scratch gc: would free \d+ dead runs?, \d+ abandoned temporary entr(y|ies), \d+ trash entr(y|ies): \d+ files and directories, [\d.]+ (B|KiB|MiB)$/,
+		/^scratch gc: would free \d+ unreachable layers?, \d+ half-made layers?, \d+ dead runs?, \d+ abandoned temporary entr(y|ies), \d+ trash entr(y|ies): \d+ files and directories, [\d.]+ (B|KiB|MiB); kept \d+ reachable layers?$/,
 	);
 	const json = await scratch(root, ['gc', '--store', sandbox.store, '--json']);
 	const report = JSON.parse(String(json.stdout)) as Record<string, unknown>;

@@ -3,13 +3,15 @@ import {closeSync, existsSync, mkdirSync, openSync, readFileSync, writeFileSync}
 import path from 'node:path';
 import test, {type ExecutionContext} from 'ava';
 import {dir} from 'tmp-promise';
-import {InvalidPathError, MountError, type ScratchError, UsageError} from '../src/errors.js';
+import {InvalidPathError, LimitError, MountError, type ScratchError, UsageError} from '../src/errors.js';
 import {
 	buildNamespaceCommand,
 	buildOverlayOptions,
+	checkMountOptions,
 	exitMarker,
 	exitStatusOf,
 	isWithin,
+	maxMountOptionsLength,
 	type NamespacePlan,
 	type NamespaceTools,
 	readyMarker,
@@ -17,6 +19,7 @@ import {
 	setupFailureMarker,
 } from '../src/run/namespace-plan.js';
 import {parseSetupOutput, translateSetupFailure} from '../src/run/setup-errors.js';
+import {maxStackedLayers} from '../src/store/layers.js';
 import {readStartTime} from '../src/system/process-identity.js';
 
 const tools: NamespaceTools = {
@@ -59,7 +62,7 @@ function scriptInvocation(args: string[]): {script: string; parameters: string[]
 	return {script: args[shIndex + 2] as string, parameters: args.slice(shIndex + 3)};
 }
 
-/** The named positional parameters `$1`..`$7`, and the two counted tmpfs lists that follow them. */
+/** The named positional parameters `$1`..`$8`, and the two counted tmpfs lists that follow them. */
 function setupParameters(plan: NamespacePlan): {
 	named: Record<string, string | undefined>;
 	outside: string[][];
@@ -67,8 +70,8 @@ function setupParameters(plan: NamespacePlan): {
 	command: string[];
 } {
 	const {parameters} = scriptInvocation(buildNamespaceCommand(plan, tools).args);
-	const [, mount, mkdir, source, target, targetMode, cwd, options] = parameters;
-	const rest = parameters.slice(8);
+	const [, mount, mkdir, source, target, targetMode, cwd, options, mountDirectory] = parameters;
+	const rest = parameters.slice(9);
 	const takeList = (): string[][] => {
 		const count = Number(rest.shift());
 		const pairs = rest.splice(0, count * 2);
@@ -82,7 +85,7 @@ function setupParameters(plan: NamespacePlan): {
 	}
 
 	return {
-		named: {mount, mkdir, source, target, targetMode, cwd, options},
+		named: {mount, mkdir, source, target, targetMode, cwd, options, mountDirectory},
 		outside,
 		inside,
 		command: rest.slice(1),
@@ -174,12 +177,59 @@ test('buildNamespaceCommand hands the tools, the plan, the target mode and the o
 		'existing',
 		plan.workingDirectory,
 		buildOverlayOptions({volatile: false}),
+		'.',
 		'0',
 		'0',
 		'--',
 		'make',
 		'test',
 	]);
+});
+
+test("buildNamespaceCommand mounts from the store's layers dir when the run has layers", (t) => {
+	const plan = makePlan({layers: ['aaaaaa', 'bbbbbb'], runId: 'abcdefghjkmn'});
+	const {named} = setupParameters(plan);
+	t.is(named['mountDirectory'], '/var/lib/scratch/layers');
+	t.is(
+		named['options'],
+		'lowerdir=bbbbbb:aaaaaa:/proc/self/fd/5,upperdir=../runs/abcdefghjkmn/upper,workdir=../runs/abcdefghjkmn/work,userxattr,index=off,metacopy=off,volatile',
+	);
+});
+
+test('buildOverlayOptions stacks layers top first above the source and reaches upper and work from layers/', (t) => {
+	t.deepEqual(
+		buildOverlayOptions({volatile: false, layers: ['bottom', 'middle', 'top000'], runId: 'r1'}).split(','),
+		[
+			'lowerdir=top000:middle:bottom:/proc/self/fd/5',
+			'upperdir=../runs/r1/upper',
+			'workdir=../runs/r1/work',
+			'userxattr',
+			'index=off',
+			'metacopy=off',
+		],
+	);
+});
+
+test("the options for 499 layers over the source (the kernel's 500 lower layers) fit mount(2)'s 4095 bytes", (t) => {
+	const layers = Array.from({length: maxStackedLayers}, (_, index) => String(index).padStart(6, 'x'));
+	const plan = makePlan({layers, runId: 'abcdefghjkmn', volatile: true});
+	const options = buildOverlayOptions({volatile: true, layers, runId: 'abcdefghjkmn'});
+	t.true(options.length <= maxMountOptionsLength, String(options.length));
+	t.notThrows(() => {
+		checkMountOptions(plan);
+	});
+});
+
+test('checkMountOptions refuses options longer than mount(2) takes and suggests squash', (t) => {
+	const layers = Array.from({length: 700}, (_, index) => String(index).padStart(6, 'x'));
+	const error = t.throws(() => {
+		checkMountOptions(makePlan({layers, runId: 'abcdefghjkmn'}));
+	});
+	t.true(error instanceof LimitError);
+	t.regex(
+		error?.message ?? '',
+		/more than mount\(2\)'s 4095; flatten the stack with scratch squash NAME --as NEW$/,
+	);
 });
 
 test('buildNamespaceCommand passes tmpfs mounts as two counted lists of mode and path pairs: outside the view first, then inside it', (t) => {
@@ -192,7 +242,7 @@ test('buildNamespaceCommand passes tmpfs mounts as two counted lists of mode and
 		],
 	});
 	const {parameters} = scriptInvocation(buildNamespaceCommand(plan, tools).args);
-	t.deepEqual(parameters.slice(8), [
+	t.deepEqual(parameters.slice(9), [
 		'2',
 		'existing',
 		'/tmp',

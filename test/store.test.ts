@@ -46,7 +46,7 @@ function writeRecord(root: string, text: string): void {
 	writeFileSync(path.join(root, recordName), text);
 }
 
-test('openStore creates a missing store: private runs, kept, trash and tmp dirs and a format record', async (t) => {
+test('openStore creates a missing store: private runs, kept, trash, tmp, layers, refs and locks dirs and a format record', async (t) => {
 	const root = path.join(await temporaryDirectory(t), 'nested', 'store');
 
 	const store = await openStore(root);
@@ -57,9 +57,30 @@ test('openStore creates a missing store: private runs, kept, trash and tmp dirs 
 		keptDir: path.join(root, 'kept'),
 		trashDir: path.join(root, 'trash'),
 		tmpDir: path.join(root, 'tmp'),
+		layersDir: path.join(root, 'layers'),
+		refsDir: path.join(root, 'refs'),
+		locksDir: path.join(root, 'locks'),
 	});
-	t.deepEqual(readdirSync(root).sort(), ['kept', 'runs', recordName, 'tmp', 'trash']);
-	for (const directory of [root, store.runsDir, store.keptDir, store.trashDir, store.tmpDir]) {
+	t.deepEqual(readdirSync(root).sort(), [
+		'kept',
+		'layers',
+		'locks',
+		'refs',
+		'runs',
+		recordName,
+		'tmp',
+		'trash',
+	]);
+	for (const directory of [
+		root,
+		store.runsDir,
+		store.keptDir,
+		store.trashDir,
+		store.tmpDir,
+		store.layersDir,
+		store.refsDir,
+		store.locksDir,
+	]) {
 		t.true(statSync(directory).isDirectory());
 		t.is(permissions(directory), createdMode(0o700), directory);
 	}
@@ -79,7 +100,16 @@ test('openStore resolves a relative store path to an absolute root', async (t) =
 test('openStore makes an existing empty directory into a store', async (t) => {
 	const root = await temporaryDirectory(t);
 	await openStore(root);
-	t.deepEqual(readdirSync(root).sort(), ['kept', 'runs', recordName, 'tmp', 'trash']);
+	t.deepEqual(readdirSync(root).sort(), [
+		'kept',
+		'layers',
+		'locks',
+		'refs',
+		'runs',
+		recordName,
+		'tmp',
+		'trash',
+	]);
 });
 
 test('openStore opens an existing store again without changing it', async (t) => {
@@ -105,7 +135,16 @@ test('openStore completes a store whose creation stopped before the format recor
 
 	await openStore(root);
 
-	t.deepEqual(readdirSync(root).sort(), ['kept', 'runs', recordName, 'tmp', 'trash']);
+	t.deepEqual(readdirSync(root).sort(), [
+		'kept',
+		'layers',
+		'locks',
+		'refs',
+		'runs',
+		recordName,
+		'tmp',
+		'trash',
+	]);
 });
 
 test('openStore refuses a non-empty directory that is not a store and leaves it unchanged', async (t) => {

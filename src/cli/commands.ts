@@ -1,34 +1,14 @@
 import yargs, {type Argv} from 'yargs';
 import {UsageError} from '../errors.js';
-import {collectGarbage, type GcReport} from '../store/gc.js';
+import {collectGarbage} from '../store/gc.js';
+import {inspectLayer, listSnapshots, promoteRun, removeSnapshots, tagSnapshot} from '../store/snapshots.js';
 import {defaultStorePath} from '../store/store.js';
+import {formatCommand, renderGcReport, renderLayerDetails, renderSnapshots} from './render-store.js';
 import {exitCodeFor, reportError} from './report-error.js';
 import {runOptionSpecs} from './run-arguments.js';
 import {runCli} from './run-cli.js';
 
 declare const SCRATCH_VERSION: string;
-
-function formatBytes(bytes: number): string {
-	const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
-	let value = bytes;
-	let unit = 0;
-	while (value >= 1024 && unit < units.length - 1) {
-		value /= 1024;
-		unit++;
-	}
-
-	return `${unit === 0 ? value : value.toFixed(1)} ${units[unit]}`;
-}
-
-function describeGc(report: GcReport): string {
-	const verb = report.dryRun ? 'would free' : 'freed';
-	const parts = [
-		`${report.deadRuns.length} dead run${report.deadRuns.length === 1 ? '' : 's'}`,
-		`${report.abandonedTemporary.length} abandoned temporary entr${report.abandonedTemporary.length === 1 ? 'y' : 'ies'}`,
-		`${report.trashEntries.length} trash entr${report.trashEntries.length === 1 ? 'y' : 'ies'}`,
-	];
-	return `scratch gc: ${verb} ${parts.join(', ')}: ${report.entriesFreed} files and directories, ${formatBytes(report.bytesFreed)}\n`;
-}
 
 function storeOption<T>(argv: Argv<T>) {
 	return argv
@@ -38,6 +18,15 @@ function storeOption<T>(argv: Argv<T>) {
 		})
 		.option('json', {type: 'boolean', default: false, description: 'Machine-readable output on stdout'})
 		.option('verbose', {type: 'boolean', default: false, description: 'Print stack traces of errors'});
+}
+
+function storeOf(options: {store?: string | undefined}): {store: string} {
+	return {store: options.store ?? defaultStorePath()};
+}
+
+/** Print a result: JSON for machines with --json, else the rendering for people. */
+function print<T>(json: boolean, value: T, render: (value: T) => string): void {
+	process.stdout.write(json ? `${JSON.stringify(value, undefined, '\t')}\n` : render(value));
 }
 
 /** The full CLI, for every command but the `run` fast path. Returns the exit status. */
@@ -92,8 +81,73 @@ export async function main(argv: readonly string[]): Promise<number> {
 					store: options.store ?? defaultStorePath(),
 					dryRun: options['dry-run'],
 				});
-				process.stdout.write(
-					options.json ? `${JSON.stringify(report, undefined, '\t')}\n` : describeGc(report),
+				print(options.json, report, renderGcReport);
+			},
+		)
+		.command(
+			'ls',
+			'List snapshot names: name, layer, parent, depth, size, files, created, command',
+			(command) => storeOption(command),
+			async (options) => {
+				const entries = await listSnapshots(storeOf(options));
+				print(options.json, entries, (value) => renderSnapshots(value, process.stdout.columns || 120));
+			},
+		)
+		.command(
+			'inspect <name>',
+			"One layer's record, names and chain (NAME or LAYER-ID)",
+			(command) => storeOption(command).positional('name', {type: 'string', demandOption: true}),
+			async (options) => {
+				const details = await inspectLayer({...storeOf(options), reference: options.name});
+				print(options.json, details, renderLayerDetails);
+			},
+		)
+		.command(
+			'tag <name> <new-name>',
+			'Give the layer NAME points at another name, NEW-NAME',
+			(command) =>
+				storeOption(command)
+					.positional('name', {type: 'string', demandOption: true})
+					.positional('new-name', {type: 'string', demandOption: true})
+					.option('force', {type: 'boolean', default: false, description: 'Move NEW-NAME if it exists'}),
+			async (options) => {
+				const ref = await tagSnapshot({
+					...storeOf(options),
+					reference: options.name,
+					name: options['new-name'],
+					force: options.force,
+				});
+				print(options.json, ref, (value) => `${value.name} -> layer ${value.layer}\n`);
+			},
+		)
+		.command(
+			'rm <names..>',
+			'Remove snapshot names; a layer is freed by gc once nothing reaches it',
+			(command) =>
+				storeOption(command).positional('names', {type: 'string', array: true, demandOption: true}),
+			async (options) => {
+				const removed = await removeSnapshots({...storeOf(options), names: options.names});
+				print(options.json, {removed}, () => '');
+			},
+		)
+		.command(
+			'promote <run-id> <name>',
+			'Make the writes of a run kept with --keep a layer named NAME',
+			(command) =>
+				storeOption(command)
+					.positional('run-id', {type: 'string', demandOption: true})
+					.positional('name', {type: 'string', demandOption: true}),
+			async (options) => {
+				const promotion = await promoteRun({
+					...storeOf(options),
+					runId: options['run-id'],
+					name: options.name,
+				});
+				print(
+					options.json,
+					promotion,
+					(value) =>
+						`promoted run ${options['run-id']} as ${value.ref.name} (layer ${value.layer.id}: ${formatCommand(value.layer.command ?? [])})\n`,
 				);
 			},
 		)
@@ -107,7 +161,7 @@ export async function main(argv: readonly string[]): Promise<number> {
 				throw error;
 			}
 
-			const known = ['run', 'gc'];
+			const known = ['run', 'ls', 'inspect', 'tag', 'rm', 'diff', 'promote', 'gc', 'squash'];
 			const [first] = argv;
 			const text =
 				first && !first.startsWith('-') && !known.includes(first)

@@ -43,16 +43,19 @@ export function listTrash(store: Store): string[] {
 	}
 }
 
+// Rootless stores are read and deleted inside a user namespace, as the owner turned root.
+function asStoreOwner(command: string[]): string[] {
+	return process.geteuid?.() === 0
+		? command
+		: [findExecutable('unshare'), '--user', '--map-root-user', '--', ...command];
+}
+
 function deleterCommand(
 	entries: string[],
 	script: string,
 	{background}: {background: boolean},
 ): [string, string[]] {
-	const shell = [findExecutable('sh'), '-c', script, findExecutable('flock'), ...entries];
-	const asOwner =
-		process.geteuid?.() === 0
-			? shell
-			: [findExecutable('unshare'), '--user', '--map-root-user', '--', ...shell];
+	const asOwner = asStoreOwner([findExecutable('sh'), '-c', script, findExecutable('flock'), ...entries]);
 	// Background deletion yields the CPU and the disk to whatever runs next (the CI's next step).
 	const command = background
 		? [findExecutable('nice'), '-n', '19', findExecutable('ionice'), '-c', '3', ...asOwner]
@@ -92,19 +95,58 @@ export async function deleteTrashNow(store: Store, entries: string[] = listTrash
 	}
 
 	const [file, args] = deleterCommand(entries, foregroundScript, {background: false});
-	await new Promise<void>((resolve, reject) => {
-		const child = spawn(file, args, {cwd: store.trashDir, stdio: ['ignore', 'ignore', 'pipe']});
+	await runToEnd(file, args, store.trashDir, `deleting ${store.trashDir}`);
+}
+
+async function runToEnd(file: string, args: string[], cwd: string, what: string): Promise<string> {
+	return new Promise<string>((resolve, reject) => {
+		const child = spawn(file, args, {cwd, stdio: ['ignore', 'pipe', 'pipe']});
+		let stdout = '';
 		let stderr = '';
+		child.stdout.on('data', (chunk: Buffer) => {
+			stdout += chunk.toString();
+		});
 		child.stderr.on('data', (chunk: Buffer) => {
 			stderr += chunk.toString();
 		});
 		child.on('error', reject);
 		child.on('close', (code) => {
 			if (code === 0) {
-				resolve();
+				resolve(stdout);
 			} else {
-				reject(new Error(`deleting ${store.trashDir} failed: ${stderr.trim() || `exit status ${code}`}`));
+				reject(new Error(`${what} failed: ${stderr.trim().split('\n')[0] || `exit status ${code}`}`));
 			}
 		});
 	});
+}
+
+/**
+Delete whole trees now, in one `rm` (trees outside the trash, which no background deleter knows), and
+the named trash entries (locked one by one, see above).
+*/
+export async function deleteTreesNow(store: Store, trees: string[], trashEntries: string[]): Promise<void> {
+	if (trees.length > 0) {
+		const command = asStoreOwner([findExecutable('rm'), '-rf', '--', ...trees]);
+		await runToEnd(command[0] as string, command.slice(1), store.root, `deleting ${trees.join(' ')}`);
+	}
+
+	await deleteTrashNow(store, trashEntries);
+}
+
+/** Entries and allocated bytes of some trees, like `du`: what deleting them frees. Missing ones count 0. */
+export async function measureTrees(store: Store, trees: string[]): Promise<{entries: number; bytes: number}> {
+	if (trees.length === 0) {
+		return {entries: 0, bytes: 0};
+	}
+
+	// du walks in C; two passes (blocks, inodes) over the same trees cost less than one walk in Node.
+	const script =
+		'"$0" -s -c -B1 -- "$@" 2>/dev/null | tail -n 1; "$0" -s -c --inodes -- "$@" 2>/dev/null | tail -n 1; :';
+	const command = asStoreOwner([findExecutable('sh'), '-c', script, findExecutable('du'), ...trees]);
+	const output = await runToEnd(command[0] as string, command.slice(1), store.root, 'measuring the trash');
+	const [bytes, entries] = output
+		.trim()
+		.split('\n')
+		.map((line) => Number.parseInt(line, 10) || 0);
+	return {entries: entries ?? 0, bytes: bytes ?? 0};
 }
