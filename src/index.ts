@@ -1,6 +1,9 @@
 export {
 	describeSystemError,
+	ExistsError,
+	InvalidNameError,
 	InvalidPathError,
+	LimitError,
 	MountError,
 	NotFoundError,
 	PermissionError,
@@ -28,4 +31,18 @@ export {
 } from './run/run.js';
 export type {WriteStats} from './run/upper-stats.js';
 export {collectGarbage, type GcReport} from './store/gc.js';
+export {type LayerRecord, maxLowerLayers, maxStackedLayers} from './store/layers.js';
+export {checkName, maxNameLength, nameProblem} from './store/names.js';
+export type {Promotion} from './store/promote.js';
+export type {Ref} from './store/refs.js';
+export {
+	inspectLayer,
+	type LayerDetails,
+	listSnapshots,
+	promoteRun,
+	removeSnapshots,
+	type SnapshotEntry,
+	type StoreOptions,
+	tagSnapshot,
+} from './store/snapshots.js';
 export {defaultStorePath, openStore, type Store} from './store/store.js';

@@ -188,7 +188,7 @@ export function startRun(options: RunOptions): RunHandle {
 			source,
 			target,
 			workingDirectory: path.join(target, relative),
-			volatile: !options.keep && options.promote === undefined,
+			volatile: !options.keep,
 			layers: [],
 			layersDirectory: store.layersDir,
 			runId: id,
@@ -280,7 +280,7 @@ export function startRun(options: RunOptions): RunHandle {
 					const promotion = await promoteTree(store, {
 						tree: path.join(runDirectory, runEntries.upper),
 						name,
-						record: layerRecordOfRun(record, exitCode),
+						record: layerRecordOfRun(record, exitCode, written),
 					});
 					promoted = {name, layer: promotion.layer.id};
 				} catch (error) {

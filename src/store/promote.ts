@@ -1,9 +1,9 @@
 import {existsSync, readFileSync} from 'node:fs';
 import path from 'node:path';
 import {describeSystemError, NotFoundError, StoreError} from '../errors.js';
+import type {WriteStats} from '../run/upper-stats.js';
 import {writeFileAtomic} from '../system/atomic-file.js';
 import {crashPoint} from '../system/crash-point.js';
-import {syncFileSystem} from '../system/sync-file-system.js';
 import {commitLayer, type LayerRecord, readLayer, reserveLayerId} from './layers.js';
 import {checkName} from './names.js';
 import {type Ref, writeRef} from './refs.js';
@@ -16,7 +16,11 @@ import {holdStoreUse} from './use-lock.js';
 export type Promotion = {layer: LayerRecord; ref: Ref};
 
 /** The record of the layer a run's upper becomes. */
-export function layerRecordOfRun(run: RunRecord, exitCode: number): Omit<LayerRecord, 'id'> {
+export function layerRecordOfRun(
+	run: RunRecord,
+	exitCode: number,
+	written?: WriteStats,
+): Omit<LayerRecord, 'id'> {
 	return {
 		parent: run.layers.at(-1) ?? null,
 		lowers: run.layers,
@@ -26,19 +30,26 @@ export function layerRecordOfRun(run: RunRecord, exitCode: number): Omit<LayerRe
 		command: run.command,
 		exitCode,
 		run: run.id,
+		...(written
+			? {
+					files: written.files + written.deletions,
+					directories: written.directories,
+					deletions: written.deletions,
+					size: written.bytes,
+				}
+			: {}),
 	};
 }
 
 /**
-Turn an unmounted upper tree into a layer named `name`: a sync of its file system (so the data is on
-disk before any record says it exists), a record, a rename, and a ref. Nothing is copied, so the cost
-does not grow with what was written (beyond the kernel's writeback of data not yet on disk).
+Turn a finished upper tree into a layer named `name`: a durable record, a rename, and a durable ref.
+Nothing is copied or synced, so the cost does not grow with what was written: the tree's data reaches
+the disk with the kernel's normal writeback (see the README's Limits on power loss).
 */
 export async function promoteTree(
 	store: Store,
 	{tree, name, record, id}: {tree: string; name: string; record: Omit<LayerRecord, 'id'>; id?: string},
 ): Promise<Promotion> {
-	await syncFileSystem(tree);
 	const hold = await holdStoreUse(store);
 	try {
 		const layer = await commitLayer(store, tree, record, id);
