@@ -12,6 +12,7 @@ export {
 	UnsupportedEnvironmentError,
 	UsageError,
 } from './errors.js';
+export {type DiffOptions, diffLayer, type LayerChange, type LayerDiff} from './layer/diff.js';
 export {
 	type BackendChoice,
 	type BackendName,

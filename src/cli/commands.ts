@@ -1,8 +1,10 @@
 import yargs, {type Argv} from 'yargs';
 import {UsageError} from '../errors.js';
+import {diffLayer} from '../layer/diff.js';
 import {collectGarbage} from '../store/gc.js';
 import {inspectLayer, listSnapshots, promoteRun, removeSnapshots, tagSnapshot} from '../store/snapshots.js';
 import {defaultStorePath} from '../store/store.js';
+import {renderDiff} from './render-diff.js';
 import {formatCommand, renderGcReport, renderLayerDetails, renderSnapshots} from './render-store.js';
 import {exitCodeFor, reportError} from './report-error.js';
 import {runOptionSpecs} from './run-arguments.js';
@@ -128,6 +130,16 @@ export async function main(argv: readonly string[]): Promise<number> {
 			async (options) => {
 				const removed = await removeSnapshots({...storeOf(options), names: options.names});
 				print(options.json, {removed}, () => '');
+			},
+		)
+		.command(
+			'diff <name>',
+			'What a layer or kept run changed: A added, M modified, D deleted (NAME, RUN-ID or LAYER-ID)',
+			(command) => storeOption(command).positional('name', {type: 'string', demandOption: true}),
+			async (options) => {
+				const diff = await diffLayer({...storeOf(options), reference: options.name});
+				const color = Boolean(process.stdout.isTTY) && !process.env['NO_COLOR'];
+				print(options.json, diff, (value) => renderDiff(value, {color}));
 			},
 		)
 		.command(

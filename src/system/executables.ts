@@ -13,6 +13,10 @@ const packages: Record<string, string> = {
 	nice: 'coreutils',
 	ionice: 'util-linux',
 	mkdir: 'coreutils',
+	cp: 'coreutils',
+	du: 'coreutils',
+	getfattr: 'attr',
+	setfattr: 'attr',
 };
 
 const found = new Map<string, string>();

@@ -1,0 +1,461 @@
+import {spawn} from 'node:child_process';
+import {type Dirent, existsSync, lstatSync, readdirSync, type Stats} from 'node:fs';
+import {readdir} from 'node:fs/promises';
+import path from 'node:path';
+import {NotFoundError, StoreError, UnsupportedEnvironmentError} from '../errors.js';
+import {isLayerId, type LayerRecord, layerTreePath, readLayer, requireLayer} from '../store/layers.js';
+import {nameProblem} from '../store/names.js';
+import {readKeptRun} from '../store/promote.js';
+import {readRef} from '../store/refs.js';
+import {resolveLayer} from '../store/resolve.js';
+import {runEntries} from '../store/runs.js';
+import {assertStoreExists, defaultStorePath, openStore, type Store} from '../store/store.js';
+import {findExecutable} from '../system/executables.js';
+
+/** What kind of file a changed path is (for a deletion: what it hid, when that is still known). */
+export type EntryType = 'file' | 'directory' | 'symlink' | 'other';
+
+/** One changed path: A added, M modified, D deleted. */
+export type LayerChange = {
+	change: 'A' | 'M' | 'D';
+	/** Relative to the root of the view, `/`-separated, without a leading `./`. */
+	path: string;
+	type: EntryType;
+	/** Set on a directory that hides what was below it (it, or a directory above it, was replaced). */
+	opaque?: boolean;
+};
+
+/** What a layer or a kept run changed, compared with what lies below it. */
+export type LayerDiff = {
+	/** What was diffed: a layer (with the name it was found by, if any) or a kept run. */
+	subject: {kind: 'layer' | 'run'; id: string; name?: string};
+	/** Sorted by path, a directory's entries right after it. */
+	changes: LayerChange[];
+};
+
+/** Options of `diffLayer`. */
+export type DiffOptions = {
+	/** Store directory; defaults to `defaultStorePath()`. */
+	store?: string;
+	/** A snapshot name, a kept run id or a layer id, tried in that order. */
+	reference: string;
+};
+
+/** What one tree of a stack holds at a path, as overlayfs reads it. */
+export type StackEntry =
+	| {kind: 'absent'}
+	| {kind: 'whiteout'}
+	| {kind: 'directory'; opaque: boolean}
+	| {kind: 'file' | 'symlink' | 'other'};
+
+/** Reads what tree number `tree` of a stack (0 is the top) holds at a relative path. */
+export type StackProbe = (tree: number, relativePath: string) => StackEntry;
+
+/**
+A path found in a stack. For a directory, `trees` are the trees merged into it, top first (the first
+one gives its attributes); for anything else, the one tree it comes from.
+*/
+export type StackLookup = {type: EntryType; trees: number[]};
+
+/**
+Find `relativePath` inside a directory of a stack, given the trees merged into that directory (top
+first). The rules are overlayfs's: a whiteout ends the search; so does a non-directory, which is the
+result when nothing was found above it (below a directory, it is hidden); an opaque directory is the
+last tree merged. Undefined when nothing is there.
+*/
+export function descendStack(
+	parentTrees: readonly number[],
+	relativePath: string,
+	probe: StackProbe,
+): StackLookup | undefined {
+	const trees: number[] = [];
+	for (const tree of parentTrees) {
+		const entry = probe(tree, relativePath);
+		if (entry.kind === 'absent') {
+			continue;
+		}
+
+		if (entry.kind === 'whiteout') {
+			break;
+		}
+
+		if (entry.kind !== 'directory') {
+			if (trees.length === 0) {
+				return {type: entry.kind, trees: [tree]};
+			}
+
+			break;
+		}
+
+		trees.push(tree);
+		if (entry.opaque) {
+			break;
+		}
+	}
+
+	return trees.length === 0 ? undefined : {type: 'directory', trees};
+}
+
+/**
+Find a relative path in a stack of `treeCount` trees (0 is the top), component by component from the
+root, as overlayfs does: a whiteout or a non-directory at an ancestor, or an opaque ancestor, hides what
+the trees under it hold.
+*/
+export function lookupStack(
+	relativePath: string,
+	treeCount: number,
+	probe: StackProbe,
+): StackLookup | undefined {
+	let found: StackLookup = {type: 'directory', trees: Array.from({length: treeCount}, (_, tree) => tree)};
+	let reached = '';
+	for (const name of relativePath.split('/')) {
+		if (found.type !== 'directory') {
+			return undefined;
+		}
+
+		reached = reached === '' ? name : `${reached}/${name}`;
+		const next = descendStack(found.trees, reached, probe);
+		if (!next) {
+			return undefined;
+		}
+
+		found = next;
+	}
+
+	return found;
+}
+
+/** Undo getfattr's quoting of path names: `\NNN` (octal) stands for one byte. */
+export function unescapeGetfattrPath(quoted: string): string {
+	const bytes = quoted.replaceAll(/\\([0-7]{3})/g, (_, octal: string) =>
+		String.fromCharCode(Number.parseInt(octal, 8)),
+	);
+	return Buffer.from(bytes, 'latin1').toString('utf8');
+}
+
+/**
+The directories marked opaque (`user.overlay.opaque="y"`) in the output of `getfattr -d` (as text:
+`# file: PATH` headers, then one `name="value"` line per attribute, then a blank line). Other values
+(`x`, which newer kernels write on directories holding regular-file whiteouts) do not hide anything.
+*/
+export function parseOpaqueDirectories(getfattrOutput: string): Set<string> {
+	const opaque = new Set<string>();
+	let file: string | undefined;
+	for (const line of getfattrOutput.split('\n')) {
+		if (line.startsWith('# file: ')) {
+			file = unescapeGetfattrPath(line.slice('# file: '.length));
+		} else if (line === 'user.overlay.opaque="y"' && file !== undefined) {
+			opaque.add(file);
+		}
+	}
+
+	return opaque;
+}
+
+function findGetfattr(): string {
+	try {
+		return findExecutable('getfattr');
+	} catch (error) {
+		throw new UnsupportedEnvironmentError(
+			"scratch diff needs the program 'getfattr' to read overlay attributes and cannot find it; install the attr package",
+			{cause: error},
+		);
+	}
+}
+
+/**
+Absolute paths of the opaque directories in some trees, from one `getfattr` over all of them (Node
+cannot read extended attributes). getfattr exits 1 when it could not read something (a directory the
+command made unreadable); what it printed is still right, so that is not an error.
+*/
+export async function readOpaqueDirectories(roots: readonly string[]): Promise<Set<string>> {
+	if (roots.length === 0) {
+		return new Set();
+	}
+
+	const getfattr = findGetfattr();
+	const args = [
+		'--absolute-names',
+		'--recursive',
+		'--physical',
+		'--dump',
+		'--match=^user\\.overlay\\.opaque$',
+	];
+	return new Promise((resolve, reject) => {
+		// The C locale keeps the quoting of names byte-wise and predictable.
+		const child = spawn(getfattr, [...args, '--', ...roots], {
+			stdio: ['ignore', 'pipe', 'pipe'],
+			env: {...process.env, LC_ALL: 'C'},
+		});
+		const stdout: Buffer[] = [];
+		let stderr = '';
+		child.stdout.on('data', (chunk: Buffer) => {
+			stdout.push(chunk);
+		});
+		child.stderr.on('data', (chunk: Buffer) => {
+			stderr += chunk.toString();
+		});
+		child.on('error', (error) => {
+			reject(new StoreError(`cannot run ${getfattr}: ${error.message}`, {cause: error}));
+		});
+		child.on('close', (code) => {
+			if (code === 0 || code === 1) {
+				resolve(parseOpaqueDirectories(Buffer.concat(stdout).toString('latin1')));
+			} else {
+				const reason = stderr.trim().split('\n')[0] || `exit status ${String(code)}`;
+				reject(new StoreError(`cannot read overlay attributes of ${roots.join(' ')}: ${reason}`));
+			}
+		});
+	});
+}
+
+/** What a diff compares: the upper tree, and what lies below it. */
+type DiffSubject = {
+	subject: LayerDiff['subject'];
+	upper: string;
+	/** Layer trees below the upper, top first. */
+	lowerLayers: string[];
+	/** The source tree at the bottom; undefined for a layer made from no source tree (imported). */
+	source: string | undefined;
+};
+
+const runIdPattern = /^[\da-z]{12}$/;
+
+/** The trees of some layers, top first, from ids bottom first; a missing one means a damaged store. */
+function layerTreesTopFirst(store: Store, ids: readonly string[], reachedFrom: string): string[] {
+	return ids.map((id) => layerTreePath(store, requireLayer(store, id, reachedFrom).id)).reverse();
+}
+
+function findSubject(store: Store, reference: string): DiffSubject {
+	// A name wins over a run id that looks the same, as names win over layer ids in resolveLayer.
+	const isExistingName = nameProblem(reference) === undefined && readRef(store, reference) !== undefined;
+	const keptDirectory = path.join(store.keptDir, reference);
+	if (
+		!isExistingName &&
+		runIdPattern.test(reference) &&
+		existsSync(path.join(keptDirectory, runEntries.record))
+	) {
+		const run = readKeptRun(store, reference);
+		const upper = path.join(keptDirectory, runEntries.upper);
+		if (!existsSync(upper)) {
+			throw new StoreError(
+				`kept run ${reference} has no upper dir left (an interrupted promote?); run scratch gc to repair the store`,
+			);
+		}
+
+		return {
+			subject: {kind: 'run', id: run.id},
+			upper,
+			lowerLayers: layerTreesTopFirst(store, run.layers, `kept run ${reference}`),
+			source: run.src,
+		};
+	}
+
+	const layerById = isLayerId(reference) ? readLayer(store, reference) : undefined;
+	if (isExistingName || layerById) {
+		const {layer, name} = isExistingName ? resolveLayer(store, reference) : {layer: layerById as LayerRecord};
+		return {
+			subject: name === undefined ? {kind: 'layer', id: layer.id} : {kind: 'layer', id: layer.id, name},
+			upper: layerTreePath(store, layer.id),
+			lowerLayers: layerTreesTopFirst(store, layer.lowers, `layer ${layer.id}`),
+			source: layer.source,
+		};
+	}
+
+	throw new NotFoundError(
+		`no snapshot name, kept run or layer ${JSON.stringify(reference)} in store ${store.root}; see scratch ls for names (scratch run --keep prints kept run ids)`,
+	);
+}
+
+function entryTypeOf(info: Pick<Stats, 'isFile' | 'isDirectory' | 'isSymbolicLink'>): EntryType {
+	if (info.isFile()) {
+		return 'file';
+	}
+
+	if (info.isDirectory()) {
+		return 'directory';
+	}
+
+	return info.isSymbolicLink() ? 'symlink' : 'other';
+}
+
+/** A whiteout: a character device with device number 0/0. */
+function isWhiteout(info: Stats): boolean {
+	return info.isCharacterDevice() && info.rdev === 0;
+}
+
+/** A probe reading real trees; a path that cannot be read (gone, or under an unreadable dir) is absent. */
+function treeProbe(trees: readonly string[], opaqueDirectories: ReadonlySet<string>): StackProbe {
+	return (tree, relativePath) => {
+		const absolute = path.join(trees[tree] as string, relativePath);
+		let info: Stats | undefined;
+		try {
+			info = lstatSync(absolute, {throwIfNoEntry: false});
+		} catch {
+			info = undefined;
+		}
+
+		if (!info) {
+			return {kind: 'absent'};
+		}
+
+		if (isWhiteout(info)) {
+			return {kind: 'whiteout'};
+		}
+
+		const type = entryTypeOf(info);
+		return type === 'directory' ? {kind: 'directory', opaque: opaqueDirectories.has(absolute)} : {kind: type};
+	};
+}
+
+function safeLstat(file: string): Stats | undefined {
+	try {
+		return lstatSync(file);
+	} catch {
+		return undefined;
+	}
+}
+
+function readNamesBelow(trees: readonly string[], found: StackLookup, relativePath: string): Set<string> {
+	const names = new Set<string>();
+	for (const tree of found.trees) {
+		try {
+			for (const name of readdirSync(path.join(trees[tree] as string, relativePath))) {
+				names.add(name);
+			}
+		} catch {
+			// An unreadable directory below: report what can be read.
+		}
+	}
+
+	return names;
+}
+
+type Walk = {
+	upper: string;
+	lowerTrees: readonly string[];
+	probe: StackProbe;
+	opaqueDirectories: ReadonlySet<string>;
+	changes: LayerChange[];
+};
+
+/**
+Compare one directory of the upper tree with the view below. `below` is that directory in the view
+below (undefined when it is not there); `replaced` says the upper directory hides it.
+*/
+async function walkDirectory(
+	walk: Walk,
+	relativeDirectory: string,
+	below: StackLookup | undefined,
+	replaced: boolean,
+): Promise<void> {
+	let entries: Dirent[];
+	try {
+		entries = await readdir(path.join(walk.upper, relativeDirectory), {withFileTypes: true});
+	} catch {
+		// A directory the command made unreadable (mode 000, read as its owner): report the rest.
+		return;
+	}
+
+	const childPath = (name: string) => (relativeDirectory === '' ? name : `${relativeDirectory}/${name}`);
+	const lookupBelow = (relativePath: string) =>
+		below?.type === 'directory' ? descendStack(below.trees, relativePath, walk.probe) : undefined;
+
+	if (replaced && below?.type === 'directory') {
+		const upperNames = new Set(entries.map((entry) => entry.name));
+		for (const name of readNamesBelow(walk.lowerTrees, below, relativeDirectory)) {
+			const hidden = upperNames.has(name) ? undefined : lookupBelow(childPath(name));
+			if (hidden) {
+				walk.changes.push({change: 'D', path: childPath(name), type: hidden.type});
+			}
+		}
+	}
+
+	for (const entry of entries) {
+		const relativePath = childPath(entry.name);
+		const absolute = path.join(walk.upper, relativePath);
+		const found = lookupBelow(relativePath);
+		if (entry.isCharacterDevice()) {
+			const info = safeLstat(absolute);
+			if (info && isWhiteout(info)) {
+				walk.changes.push({change: 'D', path: relativePath, type: found?.type ?? 'other'});
+				continue;
+			}
+		}
+
+		if (!entry.isDirectory()) {
+			walk.changes.push({change: found ? 'M' : 'A', path: relativePath, type: entryTypeOf(entry)});
+			continue;
+		}
+
+		if (!found) {
+			walk.changes.push({change: 'A', path: relativePath, type: 'directory'});
+			await walkDirectory(walk, relativePath, undefined, false);
+			continue;
+		}
+
+		// Inside a replaced directory nothing merges from below, so every directory there replaces too.
+		const hidesBelow = replaced || walk.opaqueDirectories.has(absolute);
+		if (hidesBelow) {
+			walk.changes.push({change: 'M', path: relativePath, type: 'directory', opaque: true});
+		} else {
+			const upperInfo = safeLstat(absolute);
+			const lowerInfo = safeLstat(
+				path.join(walk.lowerTrees[found.trees[0] as number] as string, relativePath),
+			);
+			// A type change shows in the mode too. Directories copied up on the way to a change are not listed.
+			if (
+				!upperInfo ||
+				!lowerInfo ||
+				upperInfo.mode !== lowerInfo.mode ||
+				upperInfo.uid !== lowerInfo.uid ||
+				upperInfo.gid !== lowerInfo.gid
+			) {
+				walk.changes.push({change: 'M', path: relativePath, type: 'directory'});
+			}
+		}
+
+		await walkDirectory(walk, relativePath, found, hidesBelow);
+	}
+}
+
+/** Order paths as a tree: by segment, so a directory's entries follow it directly. */
+function comparePaths(left: string, right: string): number {
+	const leftSegments = left.split('/');
+	const rightSegments = right.split('/');
+	for (let index = 0; index < Math.min(leftSegments.length, rightSegments.length); index++) {
+		const leftSegment = leftSegments[index] as string;
+		const rightSegment = rightSegments[index] as string;
+		if (leftSegment !== rightSegment) {
+			return leftSegment < rightSegment ? -1 : 1;
+		}
+	}
+
+	return leftSegments.length - rightSegments.length;
+}
+
+/**
+`scratch diff NAME|RUN-ID`: what a layer or a kept run changed, compared with what lies below it: the
+layers it was made on, then the source tree as it is now (an empty tree when it is gone). The reference
+is a snapshot name, a kept run id or a layer id, tried in that order. The root directory itself is never
+listed: overlayfs gives it the upper dir's attributes, whatever the command did.
+*/
+export async function diffLayer({store: storePath, reference}: DiffOptions): Promise<LayerDiff> {
+	const root = path.resolve(storePath ?? defaultStorePath());
+	assertStoreExists(root);
+	const store = await openStore(root);
+	const {subject, upper, lowerLayers, source} = findSubject(store, reference);
+	// The source tree is read as a plain tree (no opaque dirs): reading its xattrs would mean a walk of it.
+	const opaqueDirectories = await readOpaqueDirectories([upper, ...lowerLayers]);
+	const lowerTrees = source === undefined ? lowerLayers : [...lowerLayers, source];
+	const walk: Walk = {
+		upper,
+		lowerTrees,
+		probe: treeProbe(lowerTrees, opaqueDirectories),
+		opaqueDirectories,
+		changes: [],
+	};
+	await walkDirectory(walk, '', {type: 'directory', trees: lowerTrees.map((_, tree) => tree)}, false);
+	walk.changes.sort((left, right) => comparePaths(left.path, right.path));
+	return {subject, changes: walk.changes};
+}
