@@ -129,7 +129,9 @@ export async function main(argv: readonly string[]): Promise<number> {
 				storeOption(command).positional('names', {type: 'string', array: true, demandOption: true}),
 			async (options) => {
 				const removed = await removeSnapshots({...storeOf(options), names: options.names});
-				print(options.json, {removed}, () => '');
+				print(options.json, {removed}, (value) =>
+					value.removed.map((ref) => `removed ${ref.name} (layer ${ref.layer})\n`).join(''),
+				);
 			},
 		)
 		.command(

@@ -1,6 +1,7 @@
 import {mkdirSync, readdirSync, rmSync, writeFileSync} from 'node:fs';
 import path from 'node:path';
 import {setTimeout as sleep} from 'node:timers/promises';
+import {holdFileLock} from '../system/flock-hold.js';
 import {currentProcessIdentity} from '../system/process-identity.js';
 import {randomId} from '../system/random-id.js';
 import {isLeaseNameAlive, leaseName} from './lease-names.js';
@@ -72,17 +73,33 @@ export async function holdStoreUse(store: Store): Promise<StoreHold> {
 	}
 }
 
-/** Hold the store as a collector: returns once no user holds it; users then wait until release. */
+/**
+Hold the store as a collector: returns once no user holds it; users then wait until release. Collectors
+also exclude each other (a flock(2) on `locks/collector`, which dies with its holder), so two gcs never
+repair the same interrupted promotion at once.
+*/
 export async function holdStoreCollection(store: Store): Promise<StoreHold> {
-	const file = announce(store, 'gc');
+	mkdirSync(store.locksDir, {recursive: true, mode: 0o700});
+	const collector = await holdFileLock(path.join(store.locksDir, 'collector'));
+	let file: string | undefined;
 	try {
+		file = announce(store, 'gc');
 		while (liveHolders(store, 'use', file).length > 0) {
 			await sleep(pollMilliseconds);
 		}
 	} catch (error) {
-		withdraw(file);
+		if (file) {
+			withdraw(file);
+		}
+
+		collector.release();
 		throw error;
 	}
 
-	return {release: () => withdraw(file)};
+	return {
+		release() {
+			withdraw(file as string);
+			collector.release();
+		},
+	};
 }
