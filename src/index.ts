@@ -13,6 +13,7 @@ export {
 	UsageError,
 } from './errors.js';
 export {type DiffOptions, diffLayer, type LayerChange, type LayerDiff} from './layer/diff.js';
+export {type Squash, type SquashOptions, squashLayer} from './layer/squash.js';
 export {
 	type BackendChoice,
 	type BackendName,

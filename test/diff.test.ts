@@ -1,10 +1,6 @@
-import {chmodSync, mkdtempSync, rmSync, writeFileSync} from 'node:fs';
-import os from 'node:os';
+import {rmSync} from 'node:fs';
 import path from 'node:path';
-import {fileURLToPath} from 'node:url';
 import test, {type ExecutionContext} from 'ava';
-import {build} from 'esbuild';
-import {execa} from 'execa';
 import {dir} from 'tmp-promise';
 import {renderDiff} from '../src/cli/render-diff.js';
 import {NotFoundError} from '../src/errors.js';
@@ -16,71 +12,24 @@ import {
 	type StackEntry,
 	unescapeGetfattrPath,
 } from '../src/layer/diff.js';
-import {makeSandbox, nobodyId, type Sandbox, scratchRun, users} from './helpers/scratch.js';
+import {makeSandbox, type Sandbox, scratch, scratchRun, users} from './helpers/scratch.js';
 
-/*
-The unprivileged user diffs through a bundle of the library in a world-readable temp dir (it may not
-be able to read the checkout), run with setpriv like the CLI in the helpers.
-*/
-let nobodyDiffScript: Promise<string> | undefined;
-let nobodyDiffDirectory: string | undefined;
-
-function bundleDiffForNobody(): Promise<string> {
-	nobodyDiffScript ??= (async () => {
-		nobodyDiffDirectory = mkdtempSync(path.join(os.tmpdir(), 'scratch-test-diff-'));
-		chmodSync(nobodyDiffDirectory, 0o755);
-		const bundle = path.join(nobodyDiffDirectory, 'diff.mjs');
-		await build({
-			entryPoints: [fileURLToPath(new URL('../src/layer/diff.ts', import.meta.url))],
-			outfile: bundle,
-			bundle: true,
-			platform: 'node',
-			format: 'esm',
-			logLevel: 'warning',
-		});
-		const script = path.join(nobodyDiffDirectory, 'run-diff.mjs');
-		writeFileSync(
-			script,
-			`import {diffLayer} from './diff.mjs';
-try {
-	process.stdout.write(JSON.stringify(await diffLayer({store: process.argv[2], reference: process.argv[3]})));
-} catch (error) {
-	process.stdout.write(JSON.stringify({error: {name: error.name, message: error.message}}));
-}
-`,
-		);
-		chmodSync(bundle, 0o644);
-		chmodSync(script, 0o644);
-		return script;
-	})();
-	return nobodyDiffScript;
-}
-
-test.after.always(() => {
-	if (nobodyDiffDirectory) {
-		rmSync(nobodyDiffDirectory, {recursive: true, force: true});
-	}
-});
-
-/** Diff as the sandbox's user: in this process for root, through the bundle for nobody. */
+/** Diff as the sandbox's user: in this process for root, through the CLI (`scratch diff --json`) for nobody. */
 async function diffAs(sandbox: Sandbox, reference: string): Promise<LayerDiff> {
 	if (sandbox.user === 'root') {
 		return diffLayer({store: sandbox.store, reference});
 	}
 
-	const script = await bundleDiffForNobody();
-	const id = String(nobodyId);
-	const result = await execa(
-		'setpriv',
-		['--reuid', id, '--regid', id, '--clear-groups', process.execPath, script, sandbox.store, reference],
-		{reject: false, env: {HOME: '/nonexistent'}},
-	);
-	const output = JSON.parse(String(result.stdout)) as LayerDiff | {error: {name: string; message: string}};
-	if ('error' in output) {
-		throw new Error(`${output.error.name}: ${output.error.message}`);
+	const result = await scratch(sandbox, ['diff', reference, '--store', sandbox.store, '--json']);
+	if (result.exitCode !== 0) {
+		throw new Error(
+			String(result.stderr)
+				.replace(/^scratch: /, '')
+				.trim(),
+		);
 	}
 
-	return output;
+	return JSON.parse(String(result.stdout)) as LayerDiff;
 }
 
 /** One line per change, for compact comparisons: change, path, type and `opaque` when set. */
@@ -239,10 +188,23 @@ ln -s README.md link`,
 	test(`an unknown reference is a not-found error (${user})`, async (t) => {
 		const sandbox = makeSandbox(t, user);
 		await promote(t, sandbox, 'some', 'touch x');
-		for (const reference of ['nosuch', 'abcdef', 'abcdefghjkmn', '../etc', '-x']) {
+		for (const reference of [
+			'nosuch',
+			'abcdef',
+			'abcdefghjkmn',
+			'../etc',
+			...(user === 'root' ? ['-x'] : []),
+		]) {
 			await t.throwsAsync(diffAs(sandbox, reference), {
 				message: /^(NotFoundError: )?no snapshot name, kept run or layer ".*" in store .*; see scratch ls/,
 			});
+		}
+
+		if (user === 'nobody') {
+			// On the command line a word starting with - is an option, never a NAME: a usage error.
+			const result = await scratch(sandbox, ['diff', '-x', '--store', sandbox.store]);
+			t.is(result.exitCode, 2);
+			t.regex(String(result.stderr), /^scratch: .*; see scratch --help\n?$/);
 		}
 	});
 }

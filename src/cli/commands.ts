@@ -1,6 +1,7 @@
 import yargs, {type Argv} from 'yargs';
 import {UsageError} from '../errors.js';
 import {diffLayer} from '../layer/diff.js';
+import {squashLayer} from '../layer/squash.js';
 import {collectGarbage} from '../store/gc.js';
 import {inspectLayer, listSnapshots, promoteRun, removeSnapshots, tagSnapshot} from '../store/snapshots.js';
 import {defaultStorePath} from '../store/store.js';
@@ -142,6 +143,23 @@ export async function main(argv: readonly string[]): Promise<number> {
 				const diff = await diffLayer({...storeOf(options), reference: options.name});
 				const color = Boolean(process.stdout.isTTY) && !process.env['NO_COLOR'];
 				print(options.json, diff, (value) => renderDiff(value, {color}));
+			},
+		)
+		.command(
+			'squash <name>',
+			"Flatten NAME's chain into one layer with the same merged content, named by --as",
+			(command) =>
+				storeOption(command)
+					.positional('name', {type: 'string', demandOption: true})
+					.option('as', {type: 'string', demandOption: true, description: 'Name of the flattened layer'}),
+			async (options) => {
+				const squash = await squashLayer({...storeOf(options), name: options.name, as: options.as});
+				print(
+					options.json,
+					squash,
+					(value) =>
+						`squashed ${options.name} (${value.squashedLayers} layers) into layer ${value.layer.id}, named ${value.ref.name}\n`,
+				);
 			},
 		)
 		.command(

@@ -61,7 +61,7 @@ export function renderSnapshots(entries: SnapshotEntry[], width = 100): string {
 			entry.name,
 			entry.layer,
 			entry.parent ?? '-',
-			String(entry.depth + 1),
+			String(entry.depth),
 			formatBytes(entry.size),
 			String(entry.files),
 			formatTime(entry.created),

@@ -1,4 +1,4 @@
-import {existsSync, mkdirSync, readdirSync, readFileSync, renameSync} from 'node:fs';
+import {existsSync, mkdirSync, readdirSync, readFileSync, renameSync, statSync} from 'node:fs';
 import path from 'node:path';
 import {LimitError, NotFoundError} from '../errors.js';
 import {measureUpper} from '../run/upper-stats.js';
@@ -202,15 +202,19 @@ export async function layerWithStats(store: Store, layer: LayerRecord): Promise<
 		size: stats.bytes,
 	};
 	try {
-		// Not durable and not locked: losing or repeating this write only means measuring again.
-		await writeFileAtomic(
-			layerRecordPath(store, layer.id),
-			`${JSON.stringify(measured, undefined, '\t')}\n`,
-			{
-				durable: false,
-				mode: 0o600,
-			},
-		);
+		// Only the record's owner keeps the numbers: a copy written by anyone else (root looking at a
+		// user's store) would be theirs, mode 0600, and the layer unreadable to the store's owner.
+		if (statSync(layerRecordPath(store, layer.id)).uid === process.geteuid?.()) {
+			// Not durable and not locked: losing or repeating this write only means measuring again.
+			await writeFileAtomic(
+				layerRecordPath(store, layer.id),
+				`${JSON.stringify(measured, undefined, '\t')}\n`,
+				{
+					durable: false,
+					mode: 0o600,
+				},
+			);
+		}
 	} catch {
 		// A read-only view of the store still gets its numbers.
 	}

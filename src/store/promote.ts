@@ -52,14 +52,22 @@ export async function promoteTree(
 ): Promise<Promotion> {
 	const hold = await holdStoreUse(store);
 	try {
-		const layer = await commitLayer(store, tree, record, id);
-		crashPoint('promote-before-ref');
-		const ref = await writeRef(store, name, layer.id);
-		crashPoint('promote-ref-written');
-		return {layer, ref};
+		return await commitAndName(store, {tree, name, record, id});
 	} finally {
 		hold.release();
 	}
+}
+
+/** The layer's commit and its name, for a caller that holds the store (use-lock.ts). */
+async function commitAndName(
+	store: Store,
+	{tree, name, record, id}: {tree: string; name: string; record: Omit<LayerRecord, 'id'>; id?: string},
+): Promise<Promotion> {
+	const layer = await commitLayer(store, tree, record, id);
+	crashPoint('promote-before-ref');
+	const ref = await writeRef(store, name, layer.id);
+	crashPoint('promote-ref-written');
+	return {layer, ref};
 }
 
 /** A kept run's record, or a clear error. */
@@ -88,42 +96,43 @@ half-promoted run back; running the same promote again finishes one whose layer 
 */
 export async function promoteKeptRun(store: Store, runId: string, name: string): Promise<Promotion> {
 	checkName(name, 'NAME');
-	const run = readKeptRun(store, runId);
+	readKeptRun(store, runId);
 	const keptDirectory = path.join(store.keptDir, runId);
 	const tree = path.join(keptDirectory, runEntries.upper);
-	if (run.promotion && !existsSync(tree) && readLayer(store, run.promotion.layer)) {
-		// An earlier promote got as far as making the layer: finish it.
-		const hold = await holdStoreUse(store);
-		let ref: Ref;
-		try {
-			ref = await writeRef(store, name, run.promotion.layer);
-		} finally {
-			hold.release();
+	// Held from before the intent is read or recorded until a name points at the layer: gc takes an intent
+	// it sees for an interrupted promotion and undoes it, so it must never see the intent of a live one.
+	const hold = await holdStoreUse(store);
+	let promotion: Promotion;
+	try {
+		const run = readKeptRun(store, runId);
+		const made = run.promotion && !existsSync(tree) ? readLayer(store, run.promotion.layer) : undefined;
+		if (made) {
+			// An earlier promote got as far as making the layer: finish it.
+			promotion = {layer: made, ref: await writeRef(store, name, made.id)};
+		} else {
+			if (!existsSync(tree)) {
+				throw new StoreError(
+					`kept run ${runId} has no upper dir left (an interrupted promote?); run scratch gc to repair the store`,
+				);
+			}
+
+			const id = reserveLayerId(store);
+			await writeFileAtomic(
+				path.join(keptDirectory, runEntries.record),
+				`${JSON.stringify({...run, promotion: {layer: id, name}}, undefined, '\t')}\n`,
+			);
+			crashPoint('promote-intent-recorded');
+			promotion = await commitAndName(store, {
+				tree,
+				name,
+				id,
+				record: layerRecordOfRun(run, run.exitCode ?? 0),
+			});
 		}
-
-		const layer = readLayer(store, run.promotion.layer) as LayerRecord;
-		moveToTrash(store, keptDirectory, `kept-${runId}`);
-		return {layer, ref};
+	} finally {
+		hold.release();
 	}
 
-	if (!existsSync(tree)) {
-		throw new StoreError(
-			`kept run ${runId} has no upper dir left (an interrupted promote?); run scratch gc to repair the store`,
-		);
-	}
-
-	const id = reserveLayerId(store);
-	await writeFileAtomic(
-		path.join(keptDirectory, runEntries.record),
-		`${JSON.stringify({...run, promotion: {layer: id, name}}, undefined, '\t')}\n`,
-	);
-	crashPoint('promote-intent-recorded');
-	const promotion = await promoteTree(store, {
-		tree,
-		name,
-		id,
-		record: layerRecordOfRun(run, run.exitCode ?? 0),
-	});
 	moveToTrash(store, keptDirectory, `kept-${runId}`);
 	return promotion;
 }

@@ -24,7 +24,7 @@ export type SnapshotEntry = {
 	name: string;
 	layer: string;
 	parent: string | null;
-	/** Layers below it. */
+	/** Layers a run with `--base NAME` stacks over the source: the layer and every layer below it. */
 	depth: number;
 	/** Bytes of file content in the layer itself (not its lowers). */
 	size: number;
@@ -49,7 +49,7 @@ export async function listSnapshots(options: StoreOptions = {}): Promise<Snapsho
 			name: ref.name,
 			layer: layer.id,
 			parent: layer.parent,
-			depth: layer.lowers.length,
+			depth: layer.lowers.length + 1,
 			size: layer.size ?? 0,
 			files: layer.files ?? 0,
 			created: layer.created,

@@ -83,6 +83,8 @@ export async function holdStoreCollection(store: Store): Promise<StoreHold> {
 	const collector = await holdFileLock(path.join(store.locksDir, 'collector'));
 	let file: string | undefined;
 	try {
+		// Holding the collector lock, any other collector's file is a dead one's (gc killed midway): clear it.
+		liveHolders(store, 'gc');
 		file = announce(store, 'gc');
 		while (liveHolders(store, 'use', file).length > 0) {
 			await sleep(pollMilliseconds);

@@ -1,0 +1,456 @@
+import {spawn} from 'node:child_process';
+import {mkdirSync, readFileSync, rmSync, writeFileSync} from 'node:fs';
+import path from 'node:path';
+import {describeSystemError, StoreError, UnsupportedEnvironmentError} from '../errors.js';
+import {type LayerRecord, layerTreePath, requireLayer, stackOf} from '../store/layers.js';
+import {leaseName} from '../store/lease-names.js';
+import {checkName} from '../store/names.js';
+import {promoteTree} from '../store/promote.js';
+import type {Ref} from '../store/refs.js';
+import {resolveLayer} from '../store/resolve.js';
+import {assertStoreExists, defaultStorePath, openStore, type Store} from '../store/store.js';
+import {deleteTrashNow, moveToTrash} from '../store/trash.js';
+import {holdStoreUse} from '../store/use-lock.js';
+import {findExecutable} from '../system/executables.js';
+import {currentProcessIdentity} from '../system/process-identity.js';
+import {randomId} from '../system/random-id.js';
+
+/*
+A squash applies the layers of a stack, bottom first, to one new tree, so that the new layer over any
+source tree shows what the whole stack showed. Each layer is applied with one `cp` after the paths it
+replaces have been removed from the tree; which paths those are is decided here, from a listing of all
+the layers (one `find`, which batches directories into `getfattr` for opaqueness and xattrs) and a model of
+what the tree holds so far. All file work happens in two spawned shells (list everything, then apply
+everything), inside a user namespace when not root, where the store's owner is root and so can read
+and replace mode-000 and read-only directories.
+
+Paths from the listings are kept as byte strings (latin1), so file names that are not UTF-8 go through
+unchanged; they are only ever handed back to the shell, never to Node's fs.
+*/
+
+const opaqueXattr = 'user.overlay.opaque';
+const copyOptions = ['-dR', '--preserve=mode,ownership,timestamps,links,xattr', '--remove-destination'];
+
+/** Options of `squashLayer`. */
+export type SquashOptions = {
+	/** Store directory; defaults to `defaultStorePath()`. */
+	store?: string;
+	/** The snapshot name (or layer id) whose stack is flattened. */
+	name: string;
+	/** The name the new layer gets; it may be `name` itself, or replace another existing name. */
+	as: string;
+};
+
+/** What a squash made. */
+export type Squash = {
+	/** The new layer: no parent, no lowers, `origin: 'squash'`, `squashed` the layer it flattens. */
+	layer: LayerRecord;
+	/** The name now pointing at it. */
+	ref: Ref;
+	/** How many layers went into it. */
+	squashedLayers: number;
+};
+
+/** One entry of a layer, as listed: a directory or anything else (file, symlink, whiteout, device). */
+export type LayerEntry = {path: string; directory: boolean};
+
+/** A directory's extended attributes, as listed: whether it is opaque and the names of the others. */
+export type DirectoryXattrs = {opaque: boolean; names: string[]};
+
+/** What the tree holds so far at a path: a directory with the xattrs it carries, or something else. */
+type TreeNode = {directory: false} | {directory: true; xattrs: Set<string>; children: Map<string, TreeNode>};
+
+type TreeDirectory = Extract<TreeNode, {directory: true}>;
+
+/** What the tree being built holds so far: a model of it, updated as each layer is planned. */
+export type SquashTree = {root: TreeDirectory};
+
+/** What must happen, besides the copy of the layer itself, for one layer to be applied to the tree. */
+export type LayerPlan = {
+	/** Paths to remove from the tree before the copy: replaced by another type, or by an opaque directory. */
+	removals: string[];
+	/** Directories to mark opaque after the copy: they replace a file or whiteout that hid what lies below. */
+	opaque: string[];
+	/** Xattrs to remove after the copy from directories merged with the layer's: the layer's lacks them. */
+	staleXattrs: Array<{path: string; name: string}>;
+};
+
+/** An empty tree to plan a squash on. */
+export function createSquashTree(): SquashTree {
+	return {root: {directory: true, xattrs: new Set(), children: new Map()}};
+}
+
+/**
+Xattrs overlayfs keeps for itself (hidden from the view), which say nothing about the view's content.
+`user.overlay.overlay.*` is how overlayfs stores a user's own `user.overlay.*` xattr: that one is content.
+*/
+export function isOverlayPrivateXattr(name: string): boolean {
+	return /^(user|trusted)\.overlay\./.test(name) && !/^(user|trusted)\.overlay\.overlay\./.test(name);
+}
+
+/**
+Plan how one layer (entries in `find` order: a directory before what it holds) goes onto the tree, and
+update the model to what the tree holds afterwards. Overlayfs's rules, layer B over tree T:
+- anything but a directory in B (a file, a symlink, a whiteout) replaces whatever T has there;
+- an opaque directory in B replaces whatever T has there, and stays opaque;
+- any other directory in B merges with a directory in T (B's attributes win; T's opaqueness stays);
+  over a file or whiteout in T, it hid everything below that, so it becomes opaque;
+- what B does not name stays as T has it; every whiteout stays, as it may hide something of the source.
+*/
+export function planLayer(
+	tree: SquashTree,
+	entries: readonly LayerEntry[],
+	xattrs: ReadonlyMap<string, DirectoryXattrs>,
+): LayerPlan {
+	const plan: LayerPlan = {removals: [], opaque: [], staleXattrs: []};
+	const userXattrs = (directoryPath: string) =>
+		new Set((xattrs.get(directoryPath)?.names ?? []).filter((name) => !isOverlayPrivateXattr(name)));
+	const mergeDirectory = (directory: TreeDirectory, directoryPath: string) => {
+		const names = userXattrs(directoryPath);
+		for (const name of directory.xattrs) {
+			if (!names.has(name)) {
+				plan.staleXattrs.push({path: directoryPath, name});
+			}
+		}
+
+		directory.xattrs = names;
+	};
+
+	// The layer's directories, by path, as they stand in the tree once planned.
+	const directories = new Map<string, TreeDirectory>([['', tree.root]]);
+	mergeDirectory(tree.root, '');
+	for (const entry of entries) {
+		const slash = entry.path.lastIndexOf('/');
+		const parent = directories.get(slash === -1 ? '' : entry.path.slice(0, slash));
+		if (!parent) {
+			throw new Error(`layer listing has ${entry.path} before its directory`);
+		}
+
+		const name = entry.path.slice(slash + 1);
+		const existing = parent.children.get(name);
+		if (!entry.directory) {
+			// cp --remove-destination replaces anything but a directory by itself.
+			if (existing?.directory) {
+				plan.removals.push(entry.path);
+			}
+
+			parent.children.set(name, {directory: false});
+			continue;
+		}
+
+		const opaque = xattrs.get(entry.path)?.opaque ?? false;
+		if (existing?.directory && !opaque) {
+			mergeDirectory(existing, entry.path);
+			directories.set(entry.path, existing);
+			continue;
+		}
+
+		if (existing) {
+			plan.removals.push(entry.path);
+			if (!(existing.directory || opaque)) {
+				plan.opaque.push(entry.path);
+			}
+		}
+
+		const directory: TreeDirectory = {directory: true, xattrs: userXattrs(entry.path), children: new Map()};
+		parent.children.set(name, directory);
+		directories.set(entry.path, directory);
+	}
+
+	return plan;
+}
+
+/** Split a listed path `ID/RELATIVE` (or `ID` for a layer's root) into the layer id and the relative path. */
+function splitListedPath(listed: string): [string, string] {
+	const slash = listed.indexOf('/');
+	return slash === -1 ? [listed, ''] : [listed.slice(0, slash), listed.slice(slash + 1)];
+}
+
+/**
+Parse `find ID... -printf '%H %y %P\0'` output (read as latin1) run in `layers/`: each layer's entries,
+in find's order, without the layer's root.
+*/
+export function parseEntryListing(listing: string): Map<string, LayerEntry[]> {
+	const layers = new Map<string, LayerEntry[]>();
+	for (const record of listing.split('\0')) {
+		const space = record.indexOf(' ');
+		const relative = record.slice(space + 3);
+		if (space === -1 || relative === '') {
+			continue;
+		}
+
+		const id = record.slice(0, space);
+		const entries = layers.get(id) ?? [];
+		entries.push({path: relative, directory: record[space + 1] === 'd'});
+		layers.set(id, entries);
+	}
+
+	return layers;
+}
+
+/** Undo getfattr's quoting of names: `\NNN` (octal) for special bytes, `\\` for a backslash. */
+export function unquoteGetfattr(text: string): string {
+	return text.replaceAll(/\\(\\|[0-7]{3})/g, (_match, code: string) =>
+		code === '\\' ? '\\' : String.fromCharCode(Number.parseInt(code, 8)),
+	);
+}
+
+/**
+Parse `getfattr --absolute-names -d -m - -e hex ID/DIR...` output (read as latin1) run in `layers/`:
+each layer's directories that have xattrs, by relative path ('' for the layer's root).
+*/
+export function parseXattrDump(dump: string): Map<string, Map<string, DirectoryXattrs>> {
+	const layers = new Map<string, Map<string, DirectoryXattrs>>();
+	let current: DirectoryXattrs | undefined;
+	for (const line of dump.split('\n')) {
+		if (line.startsWith('# file: ')) {
+			const [id, relative] = splitListedPath(unquoteGetfattr(line.slice('# file: '.length)));
+			current = {opaque: false, names: []};
+			const directories = layers.get(id) ?? new Map<string, DirectoryXattrs>();
+			directories.set(relative, current);
+			layers.set(id, directories);
+		} else if (line !== '' && current) {
+			const equals = line.indexOf('=');
+			const name = unquoteGetfattr(equals === -1 ? line : line.slice(0, equals));
+			current.names.push(name);
+			// 'y' is opaque; 'x' (a directory holding xwhiteouts, for data-only layers) is not.
+			if (name === opaqueXattr && line.slice(equals + 1) === '0x79') {
+				current.opaque = true;
+			}
+		}
+	}
+
+	return layers;
+}
+
+/** A byte string (latin1) quoted for sh. */
+function shellQuote(bytes: string): string {
+	return `'${bytes.replaceAll("'", "'\\''")}'`;
+}
+
+/** A Node (UTF-8) string as the byte string the scripts are written in. */
+function asBytes(text: string): string {
+	return Buffer.from(text, 'utf8').toString('latin1');
+}
+
+function quotePath(text: string): string {
+	return shellQuote(asBytes(text));
+}
+
+type Tools = Record<'sh' | 'find' | 'getfattr' | 'setfattr' | 'cp' | 'rm' | 'xargs', string>;
+
+function findTools(): Tools {
+	const tools = {} as Tools;
+	for (const name of ['sh', 'find', 'getfattr', 'setfattr', 'cp', 'rm', 'xargs'] as const) {
+		try {
+			tools[name] = findExecutable(name);
+		} catch (error) {
+			const owner = {getfattr: 'attr', setfattr: 'attr', find: 'findutils', xargs: 'findutils'} as Record<
+				string,
+				string
+			>;
+			throw new UnsupportedEnvironmentError(
+				`scratch squash needs the program '${name}' and cannot find it; install the ${owner[name] ?? 'coreutils'} package`,
+				{cause: error},
+			);
+		}
+	}
+
+	return tools;
+}
+
+/** Run a script with sh, as the store's owner (root in a user namespace when not root). */
+async function runScript(
+	tools: Tools,
+	scriptPath: string,
+	{failure, advice}: {failure: string; advice: string},
+): Promise<void> {
+	const command =
+		process.geteuid?.() === 0
+			? [tools.sh, scriptPath]
+			: [findExecutable('unshare'), '--user', '--map-root-user', '--', tools.sh, scriptPath];
+	await new Promise<void>((resolve, reject) => {
+		const child = spawn(command[0] as string, command.slice(1), {stdio: ['ignore', 'ignore', 'pipe']});
+		let stderr = '';
+		child.stderr.on('data', (chunk: Buffer) => {
+			stderr += chunk.toString();
+		});
+		child.on('error', (error) => {
+			reject(new StoreError(`${failure}: ${describeSystemError(error)}; ${advice}`, {cause: error}));
+		});
+		child.on('close', (code, signal) => {
+			if (code === 0) {
+				resolve();
+				return;
+			}
+
+			const reason = stderr.trim().split('\n')[0] || (signal ? `killed by ${signal}` : `exit status ${code}`);
+			reject(new StoreError(`${failure}: ${reason}; ${advice}`));
+		});
+	});
+}
+
+/**
+The script that lists every layer with one find, run in `layers/`: all entries into `entries`, and the
+xattrs of every directory (getfattr, started as few times as the argument limit allows) into `xattrs`.
+*/
+function listingScript(
+	tools: Tools,
+	{
+		layersDirectory,
+		layers,
+		listsDirectory,
+	}: {layersDirectory: string; layers: string[]; listsDirectory: string},
+): string {
+	const list = (name: string) => quotePath(path.join(listsDirectory, name));
+	return `set -e
+cd ${quotePath(layersDirectory)}
+${shellQuote(tools.find)} ${layers.map((id) => shellQuote(id)).join(' ')} -fprintf ${list('entries')} '%H %y %P\\0' -type d -exec ${shellQuote(tools.getfattr)} -P --absolute-names -d -m - -e hex {} + > ${list('xattrs')}
+`;
+}
+
+/** The script that applies every layer to the tree: removals, one copy, then opaque marks and stale xattrs. */
+function applyScript(
+	tools: Tools,
+	{
+		tree,
+		trees,
+		plans,
+		listsDirectory,
+	}: {tree: string; trees: string[]; plans: LayerPlan[]; listsDirectory: string},
+): string {
+	const lines = ['set -e', `cd ${quotePath(tree)}`];
+	for (const [index, plan] of plans.entries()) {
+		const list = (suffix: string, paths: string[]) => {
+			const file = path.join(listsDirectory, `${index}.${suffix}`);
+			// `./` keeps a name starting with '-' from being read as an option.
+			writeFileSync(file, Buffer.from(paths.map((relative) => `./${relative}\0`).join(''), 'latin1'));
+			return quotePath(file);
+		};
+
+		if (plan.removals.length > 0) {
+			lines.push(
+				`${shellQuote(tools.xargs)} -0 -r ${shellQuote(tools.rm)} -rf -- < ${list('removals', plan.removals)}`,
+			);
+		}
+
+		lines.push(
+			// `TREE/.` copies what the layer holds (and its root's attributes) into `.`, not the layer itself.
+			`${shellQuote(tools.cp)} ${copyOptions.join(' ')} -- ${quotePath(`${trees[index]}/.`)} .`,
+		);
+		if (plan.opaque.length > 0) {
+			lines.push(
+				`${shellQuote(tools.xargs)} -0 -r ${shellQuote(tools.setfattr)} -n ${opaqueXattr} -v y < ${list('opaque', plan.opaque)}`,
+			);
+		}
+
+		for (const {path: relative, name} of plan.staleXattrs) {
+			lines.push(`${shellQuote(tools.setfattr)} -x ${shellQuote(name)} ${shellQuote(`./${relative}`)}`);
+		}
+	}
+
+	return `${lines.join('\n')}\n`;
+}
+
+/** Build the flattened tree of `layers` (bottom first) at `tree`, using `workDirectory` for lists and scripts. */
+async function buildSquashedTree(
+	store: Store,
+	layers: string[],
+	{tree, workDirectory, what}: {tree: string; workDirectory: string; what: string},
+): Promise<void> {
+	const tools = findTools();
+	const trees = layers.map((id) => layerTreePath(store, id));
+	const listsDirectory = path.join(workDirectory, 'lists');
+	mkdirSync(listsDirectory, {mode: 0o700});
+	const listingPath = path.join(workDirectory, 'list.sh');
+	const listing = listingScript(tools, {layersDirectory: store.layersDir, layers, listsDirectory});
+	writeFileSync(listingPath, Buffer.from(listing, 'latin1'));
+	await runScript(tools, listingPath, {
+		failure: `cannot squash ${what}: listing its layers failed`,
+		advice: `nothing was changed; the store may be damaged: see scratch inspect ${what}`,
+	});
+
+	const read = (name: string) => readFileSync(path.join(listsDirectory, name), 'latin1');
+	const entries = parseEntryListing(read('entries'));
+	const xattrs = parseXattrDump(read('xattrs'));
+	const model = createSquashTree();
+	const plans = layers.map((id) => planLayer(model, entries.get(id) ?? [], xattrs.get(id) ?? new Map()));
+	const applyPath = path.join(workDirectory, 'apply.sh');
+	writeFileSync(applyPath, Buffer.from(applyScript(tools, {tree, trees, plans, listsDirectory}), 'latin1'));
+	await runScript(tools, applyPath, {
+		failure: `cannot squash ${what}: copying its layers failed`,
+		advice: `nothing was changed; if the disk is full, free space in ${store.root} and try again`,
+	});
+}
+
+/** Remove a squash's work directory, now if possible; what is left is garbage for gc. */
+async function discardWork(store: Store, workDirectory: string): Promise<void> {
+	try {
+		const trashName = moveToTrash(store, workDirectory, `tmp-${path.basename(workDirectory)}`);
+		if (trashName) {
+			await deleteTrashNow(store, [trashName]);
+		}
+	} catch {
+		// The entry's lease dies with this process: scratch gc frees it.
+	}
+}
+
+/**
+`scratch squash NAME --as NEW`: flatten NAME's stack (its lowers and itself) into one new layer with the
+same content over any source tree, and point NEW at it (NEW may be NAME, or replace another name). The
+layers are copied, not moved: NAME and its layers are left as they are. Whiteouts are kept unless a
+higher layer re-creates the path, since they may hide files of the source tree. The store is held
+(use-lock.ts) throughout, so gc waits rather than sweep a layer being read. On failure nothing is
+changed: no name is written and the half-built tree is removed.
+*/
+export async function squashLayer(options: SquashOptions): Promise<Squash> {
+	checkName(options.as, '--as');
+	const root = options.store ?? defaultStorePath();
+	assertStoreExists(root);
+	const store = await openStore(root);
+	const hold = await holdStoreUse(store);
+	try {
+		const {layer: top} = resolveLayer(store, options.name, 'NAME');
+		const layers = stackOf(top);
+		for (const id of layers) {
+			requireLayer(store, id, options.name);
+		}
+
+		const workDirectory = path.join(store.tmpDir, leaseName('squash', currentProcessIdentity(), randomId(6)));
+		const tree = path.join(workDirectory, 'tree');
+		let squash: Squash;
+		try {
+			mkdirSync(workDirectory, {mode: 0o700});
+			mkdirSync(tree, {mode: 0o755});
+			await buildSquashedTree(store, layers, {tree, workDirectory, what: options.name});
+			const {layer, ref} = await promoteTree(store, {
+				tree,
+				name: options.as,
+				record: {
+					parent: null,
+					lowers: [],
+					created: new Date().toISOString(),
+					origin: 'squash',
+					squashed: top.id,
+					...(top.source === undefined ? {} : {source: top.source}),
+					...(top.command === undefined ? {} : {command: top.command}),
+				},
+			});
+			squash = {layer, ref, squashedLayers: layers.length};
+		} catch (error) {
+			await discardWork(store, workDirectory);
+			throw error;
+		}
+
+		try {
+			// Only the lists and scripts are left: the tree is the layer now.
+			rmSync(workDirectory, {recursive: true, force: true});
+		} catch {
+			// Its lease dies with this process: scratch gc frees it.
+		}
+
+		return squash;
+	} finally {
+		hold.release();
+	}
+}
