@@ -6,6 +6,7 @@ import type {ResultPromise} from 'execa';
 import type {RunRecord} from '../src/store/runs.js';
 import {openStore} from '../src/store/store.js';
 import {holdStoreCollection} from '../src/store/use-lock.js';
+import {promoteLayer} from './helpers/layers.js';
 import {
 	eventually,
 	hostMountsUnder,
@@ -41,16 +42,7 @@ async function promote(
 	const script = Object.entries(files)
 		.map(([file, content]) => `echo ${content} > ${file}`)
 		.join('; ');
-	const result = await scratchRun(sandbox, [
-		...bases.flatMap((base) => ['--base', base]),
-		'--promote',
-		name,
-		'--',
-		'sh',
-		'-c',
-		script,
-	]);
-	t.is(result.exitCode, 0, String(result.stderr));
+	await promoteLayer(t, sandbox, name, script, bases);
 	return refTarget(sandbox.store, name) as string;
 }
 

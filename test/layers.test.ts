@@ -2,6 +2,7 @@ import {existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, writeFileSy
 import path from 'node:path';
 import test, {type ExecutionContext} from 'ava';
 import {execa} from 'execa';
+import {promoteLayer} from './helpers/layers.js';
 import {
 	chownTree,
 	eventually,
@@ -19,31 +20,6 @@ import {
 
 type LayerJson = {id: string; parent: string | null; lowers: string[]; command: string[]; exitCode: number};
 type GcJson = {dryRun: boolean; layers: string[]; halfMadeLayers: string[]; bytesFreed: number};
-
-/** `scratch run --promote NAME [--base B]... -- sh -c SCRIPT`, which must succeed; returns the layer id. */
-async function promote(
-	t: ExecutionContext,
-	sandbox: Sandbox,
-	name: string,
-	script: string,
-	bases: string[] = [],
-): Promise<string> {
-	const result = await scratchRun(sandbox, [
-		...bases.flatMap((base) => ['--base', base]),
-		'--promote',
-		name,
-		'--',
-		'sh',
-		'-c',
-		script,
-	]);
-	t.is(result.exitCode, 0, String(result.stderr));
-	const id = new RegExp(`promoted the run's writes as ${name} \\(layer ([a-z\\d]{6})\\)`).exec(
-		String(result.stderr),
-	)?.[1];
-	t.truthy(id, String(result.stderr));
-	return id ?? '';
-}
 
 /** What `sh -c SCRIPT` prints over the given bases; the run must succeed. */
 async function outputOver(t: ExecutionContext, sandbox: Sandbox, bases: string[], script: string) {
@@ -194,7 +170,7 @@ for (const user of users) {
 			'olddir/sub/old': 'old\n',
 		});
 		const before = fingerprintTree(sandbox.src);
-		const id = await promote(t, sandbox, 'everything', writeEverything);
+		const id = await promoteLayer(t, sandbox, 'everything', writeEverything);
 		t.deepEqual(fingerprintTree(sandbox.src), before);
 		t.deepEqual(refTarget(sandbox, 'everything'), id);
 		t.like(layerRecord(sandbox, id), {id, parent: null, lowers: [], exitCode: 0});
@@ -234,11 +210,13 @@ for (const user of users) {
 	test(`a chain of layers stacks in order: later layers override and delete what earlier ones wrote (${user})`, async (t) => {
 		const sandbox = makeSandbox(t, user);
 		const before = fingerprintTree(sandbox.src);
-		const l1 = await promote(t, sandbox, 'L1', 'echo 1 > f; echo 1 > one; mkdir d; echo x > d/x');
-		const l2 = await promote(t, sandbox, 'L2', 'test "$(cat f)" = 1; echo 2 > f; rm one; echo 2 > two', [
+		const l1 = await promoteLayer(t, sandbox, 'L1', 'echo 1 > f; echo 1 > one; mkdir d; echo x > d/x');
+		const l2 = await promoteLayer(t, sandbox, 'L2', 'test "$(cat f)" = 1; echo 2 > f; rm one; echo 2 > two', [
 			'L1',
 		]);
-		const l3 = await promote(t, sandbox, 'ws/L3', 'test ! -e one; echo 3 > three; rm -r d lib/deep', ['L2']);
+		const l3 = await promoteLayer(t, sandbox, 'ws/L3', 'test ! -e one; echo 3 > three; rm -r d lib/deep', [
+			'L2',
+		]);
 
 		t.is(
 			await outputOver(t, sandbox, ['ws/L3'], 'cat f two three README.md; ls -A; ls -A lib'),
@@ -311,12 +289,12 @@ for (const user of users) {
 
 	test(`unrelated bases stack in the order given, the later one winning, and a layer made on them records both (${user})`, async (t) => {
 		const sandbox = makeSandbox(t, user);
-		const a = await promote(t, sandbox, 'A', 'echo A > f; echo A > a; rm README.md');
-		const b = await promote(t, sandbox, 'B', 'echo B > f; echo B > b');
+		const a = await promoteLayer(t, sandbox, 'A', 'echo A > f; echo A > a; rm README.md');
+		const b = await promoteLayer(t, sandbox, 'B', 'echo B > f; echo B > b');
 		t.is(await outputOver(t, sandbox, ['A', 'B'], 'cat f a b; ls -A'), 'B\nA\nB\na\nb\nf\nlib');
 		t.is(await outputOver(t, sandbox, ['B', 'A'], 'cat f a b; ls -A'), 'A\nA\nB\na\nb\nf\nlib');
 
-		const c = await promote(t, sandbox, 'C', 'echo C > c; echo C2 > a', ['A', 'B']);
+		const c = await promoteLayer(t, sandbox, 'C', 'echo C > c; echo C2 > a', ['A', 'B']);
 		t.like(layerRecord(sandbox, c), {parent: b, lowers: [a, b]});
 		t.is(await outputOver(t, sandbox, ['C'], 'cat f a b c'), 'B\nC2\nB\nC');
 		await noLeftovers(t, sandbox);
@@ -335,7 +313,7 @@ for (const user of users) {
 		const inspect = await store(sandbox, 'inspect', 'L1');
 		t.is(inspect.exitCode, 1);
 
-		const old = await promote(t, sandbox, 'L1', 'echo old > f');
+		const old = await promoteLayer(t, sandbox, 'L1', 'echo old > f');
 		const again = await scratchRun(sandbox, ['--promote', 'L1', '--', 'sh', '-c', 'echo new > f; exit 3']);
 		t.is(again.exitCode, 3);
 		t.regex(String(again.stderr), /not promoted to L1: the command exited with status 3; L1 is unchanged/);
@@ -402,10 +380,10 @@ for (const user of users) {
 
 	test(`promoting to an existing name moves it to the new layer, and gc frees the old one (${user})`, async (t) => {
 		const sandbox = makeSandbox(t, user);
-		const old = await promote(t, sandbox, 'deps', 'echo old > f; echo old > only-old');
+		const old = await promoteLayer(t, sandbox, 'deps', 'echo old > f; echo old > only-old');
 		const tagged = await store(sandbox, 'tag', 'deps', 'pinned');
 		t.is(tagged.exitCode, 0, String(tagged.stderr));
-		const next = await promote(t, sandbox, 'deps', 'echo new > f');
+		const next = await promoteLayer(t, sandbox, 'deps', 'echo new > f');
 		t.not(next, old);
 		t.is(refTarget(sandbox, 'deps'), next);
 		t.deepEqual(readdirSync(path.join(sandbox.store, 'refs')).sort(), ['deps', 'pinned']);
@@ -414,7 +392,7 @@ for (const user of users) {
 		// Still reachable through the tag.
 		t.like(await gc(t, sandbox), {layers: []});
 		t.deepEqual(layerDirectories(sandbox), [old, next].sort());
-		const third = await promote(t, sandbox, 'deps', 'echo third > f');
+		const third = await promoteLayer(t, sandbox, 'deps', 'echo third > f');
 		const removed = await store(sandbox, 'rm', 'pinned');
 		t.is(removed.exitCode, 0, String(removed.stderr));
 		const report = await gc(t, sandbox);
@@ -424,7 +402,7 @@ for (const user of users) {
 		t.is(await outputOver(t, sandbox, ['deps'], 'cat f'), 'third');
 
 		// Promoting onto the name of its own base: the old layer lives on as the new one's lower.
-		const fourth = await promote(t, sandbox, 'deps', 'echo fourth >> f', ['deps']);
+		const fourth = await promoteLayer(t, sandbox, 'deps', 'echo fourth >> f', ['deps']);
 		t.like(layerRecord(sandbox, fourth), {parent: third, lowers: [third]});
 		t.like(await gc(t, sandbox), {layers: []});
 		t.deepEqual(layerDirectories(sandbox), [third, fourth].sort());
@@ -436,7 +414,7 @@ for (const user of users) {
 
 	test(`a run kept with --keep becomes a layer with scratch promote, and runs stack on it (${user})`, async (t) => {
 		const sandbox = makeSandbox(t, user);
-		const base = await promote(t, sandbox, 'base', 'echo base > b');
+		const base = await promoteLayer(t, sandbox, 'base', 'echo base > b');
 		const kept = await scratchRun(sandbox, [
 			'--base',
 			'base',
@@ -480,7 +458,7 @@ for (const user of users) {
 
 	test(`a kept run's base survives gc after its name is removed (${user})`, async (t) => {
 		const sandbox = makeSandbox(t, user);
-		const base = await promote(t, sandbox, 'base', 'echo base > b');
+		const base = await promoteLayer(t, sandbox, 'base', 'echo base > b');
 		const kept = await scratchRun(sandbox, ['--base', 'base', '--keep', '--', 'sh', '-c', 'echo kept > k']);
 		t.is(kept.exitCode, 0, String(kept.stderr));
 		const runId = keptRunId(kept.stderr);
@@ -499,7 +477,7 @@ for (const user of users) {
 
 	test(`a live run's base survives gc while the run goes on, and the next gc after it frees it (${user})`, async (t) => {
 		const sandbox = makeSandbox(t, user);
-		const base = await promote(t, sandbox, 'base', 'echo base > b');
+		const base = await promoteLayer(t, sandbox, 'base', 'echo base > b');
 		const run = scratch(
 			sandbox,
 			[
@@ -540,8 +518,8 @@ for (const user of users) {
 
 	test(`gc --dry-run reports unreachable and half-made layers and changes nothing (${user})`, async (t) => {
 		const sandbox = makeSandbox(t, user);
-		const doomed = await promote(t, sandbox, 'doomed', 'head -c 100000 /dev/zero > big');
-		const kept = await promote(t, sandbox, 'kept', 'echo kept > k');
+		const doomed = await promoteLayer(t, sandbox, 'doomed', 'head -c 100000 /dev/zero > big');
+		const kept = await promoteLayer(t, sandbox, 'kept', 'echo kept > k');
 		t.is((await store(sandbox, 'rm', 'doomed')).exitCode, 0);
 		// Half-made layers: a tree whose record never came, a record whose tree never came.
 		const layers = path.join(sandbox.store, 'layers');
@@ -592,8 +570,8 @@ const removalOrders: string[][] = [
 
 async function removeInOrder(t: ExecutionContext, user: User, order: string[]): Promise<void> {
 	const sandbox = makeSandbox(t, user);
-	const l1 = await promote(t, sandbox, 'n1', 'echo 1 > f; echo 1 > one');
-	const l2 = await promote(t, sandbox, 'n2', 'echo 2 > f; echo 2 > two', ['n1']);
+	const l1 = await promoteLayer(t, sandbox, 'n1', 'echo 1 > f; echo 1 > one');
+	const l2 = await promoteLayer(t, sandbox, 'n2', 'echo 2 > f; echo 2 > two', ['n1']);
 	t.is((await store(sandbox, 'tag', 'n2', 't2')).exitCode, 0);
 	const stacks: Record<string, string[]> = {n1: [l1], n2: [l1, l2], t2: [l1, l2]};
 	const seen: Record<string, string> = {n1: '1\n1\n-', n2: '2\n1\n2', t2: '2\n1\n2'};

@@ -3,6 +3,7 @@ import path from 'node:path';
 import test, {type ExecutionContext} from 'ava';
 import {InvalidNameError, UsageError} from '../src/errors.js';
 import {checkName, maxNameLength, nameFromRefFile, nameProblem, refFileName} from '../src/store/names.js';
+import {promoteLayer} from './helpers/layers.js';
 import {
 	fingerprintTree,
 	makeSandbox,
@@ -117,31 +118,6 @@ test('nameFromRefFile ignores files that are not refs: temporary files and malfo
 	}
 });
 
-/** Promote a layer; returns its id. */
-async function promote(
-	t: ExecutionContext,
-	sandbox: Sandbox,
-	name: string,
-	script: string,
-	bases: string[] = [],
-): Promise<string> {
-	const result = await scratchRun(sandbox, [
-		...bases.flatMap((base) => ['--base', base]),
-		'--promote',
-		name,
-		'--',
-		'sh',
-		'-c',
-		script,
-	]);
-	t.is(result.exitCode, 0, String(result.stderr));
-	const id = new RegExp(`promoted the run's writes as ${name} \\(layer ([a-z\\d]{6})\\)`).exec(
-		String(result.stderr),
-	)?.[1];
-	t.truthy(id, String(result.stderr));
-	return id ?? '';
-}
-
 function store(sandbox: Sandbox, ...args: string[]) {
 	return scratch(sandbox, [...args, '--store', sandbox.store]);
 }
@@ -179,8 +155,8 @@ for (const user of users) {
 		const empty = await store(sandbox, 'ls');
 		t.is(empty.exitCode, 1, 'no store yet');
 		const started = Date.now();
-		const app = await promote(t, sandbox, 'app', 'printf 12345 > a; printf 123 > b');
-		const postinit = await promote(t, sandbox, 'ws/postinit', 'printf 1 > c; rm README.md', ['app']);
+		const app = await promoteLayer(t, sandbox, 'app', 'printf 12345 > a; printf 123 > b');
+		const postinit = await promoteLayer(t, sandbox, 'ws/postinit', 'printf 1 > c; rm README.md', ['app']);
 
 		const entries = await listNames(t, sandbox);
 		t.deepEqual(
@@ -256,8 +232,8 @@ for (const user of users) {
 
 	test(`tag gives a layer a second name and refuses to move an existing name without --force (${user})`, async (t) => {
 		const sandbox = makeSandbox(t, user);
-		const app = await promote(t, sandbox, 'app', 'echo app > which');
-		const tools = await promote(t, sandbox, 'tools', 'echo tools > which');
+		const app = await promoteLayer(t, sandbox, 'app', 'echo app > which');
+		const tools = await promoteLayer(t, sandbox, 'tools', 'echo tools > which');
 
 		const tagged = await store(sandbox, 'tag', 'app', 'release/v1');
 		t.is(tagged.exitCode, 0, String(tagged.stderr));
@@ -291,7 +267,7 @@ for (const user of users) {
 
 	test(`rm removes names all or nothing: an unknown or invalid name among them removes none (${user})`, async (t) => {
 		const sandbox = makeSandbox(t, user);
-		const app = await promote(t, sandbox, 'app', 'echo app > which');
+		const app = await promoteLayer(t, sandbox, 'app', 'echo app > which');
 		const tag = await store(sandbox, 'tag', 'app', 'ws/copy');
 		t.is(tag.exitCode, 0, String(tag.stderr));
 		const all = {app, 'ws/copy': app};
@@ -325,8 +301,8 @@ for (const user of users) {
 
 	test(`hierarchical names work in ls, inspect and --base, stored as one ref file each (${user})`, async (t) => {
 		const sandbox = makeSandbox(t, user);
-		const postinit = await promote(t, sandbox, 'ws/postinit', 'echo init > state');
-		const deeper = await promote(t, sandbox, 'ws/a/b.c_d-e', 'echo more >> state', ['ws/postinit']);
+		const postinit = await promoteLayer(t, sandbox, 'ws/postinit', 'echo init > state');
+		const deeper = await promoteLayer(t, sandbox, 'ws/a/b.c_d-e', 'echo more >> state', ['ws/postinit']);
 		t.deepEqual(readdirSync(path.join(sandbox.store, 'refs')).sort(), ['ws+a+b.c_d-e', 'ws+postinit']);
 		t.like(JSON.parse(readFileSync(path.join(sandbox.store, 'refs', 'ws+postinit'), 'utf8')), {
 			layer: postinit,
@@ -385,7 +361,7 @@ for (const user of users) {
 
 	test(`an invalid NEW-NAME for tag or NAME for promote is a usage error (exit 2) with one line (${user})`, async (t) => {
 		const sandbox = makeSandbox(t, user);
-		const app = await promote(t, sandbox, 'app', 'echo app > which');
+		const app = await promoteLayer(t, sandbox, 'app', 'echo app > which');
 		for (const [name] of invalidNames.filter(([name]) => !name.includes('\n'))) {
 			const result = await store(sandbox, 'tag', 'app', name);
 			t.is(result.exitCode, 2, JSON.stringify(name));
@@ -413,8 +389,8 @@ for (const user of users) {
 
 test("root listing an unprivileged user's store leaves every layer record readable to its owner", async (t) => {
 	const sandbox = makeSandbox(t, 'nobody');
-	const app = await promote(t, sandbox, 'app', 'echo app > a');
-	const tools = await promote(t, sandbox, 'tools', 'echo tools > b', ['app']);
+	const app = await promoteLayer(t, sandbox, 'app', 'echo app > a');
+	const tools = await promoteLayer(t, sandbox, 'tools', 'echo tools > b', ['app']);
 	const asRoot = await scratch({user: 'root'}, ['ls', '--store', sandbox.store, '--json']);
 	t.is(asRoot.exitCode, 0, String(asRoot.stderr));
 	t.deepEqual(nameMap(JSON.parse(String(asRoot.stdout)) as LsEntry[]), {app, tools});
