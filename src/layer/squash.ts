@@ -5,7 +5,7 @@ import {describeSystemError, StoreError, UnsupportedEnvironmentError} from '../e
 import {type LayerRecord, layerTreePath, requireLayer, stackOf} from '../store/layers.js';
 import {leaseName} from '../store/lease-names.js';
 import {checkName} from '../store/names.js';
-import {promoteTree} from '../store/promote.js';
+import {commitAndName} from '../store/promote.js';
 import type {Ref} from '../store/refs.js';
 import {resolveLayer} from '../store/resolve.js';
 import {assertStoreExists, defaultStorePath, openStore, type Store} from '../store/store.js';
@@ -423,7 +423,7 @@ export async function squashLayer(options: SquashOptions): Promise<Squash> {
 			mkdirSync(workDirectory, {mode: 0o700});
 			mkdirSync(tree, {mode: 0o755});
 			await buildSquashedTree(store, layers, {tree, workDirectory, what: options.name});
-			const {layer, ref} = await promoteTree(store, {
+			const {layer, ref} = await commitAndName(store, {
 				tree,
 				name: options.as,
 				record: {

@@ -58,8 +58,11 @@ export async function promoteTree(
 	}
 }
 
-/** The layer's commit and its name, for a caller that holds the store (use-lock.ts). */
-async function commitAndName(
+/**
+The layer's commit and its name, for a caller that already holds the store (use-lock.ts). Holding it
+twice would deadlock against a collector waiting for the first hold to end.
+*/
+export async function commitAndName(
 	store: Store,
 	{tree, name, record, id}: {tree: string; name: string; record: Omit<LayerRecord, 'id'>; id?: string},
 ): Promise<Promotion> {
