@@ -235,19 +235,23 @@ export function startRun(options: RunOptions): RunHandle {
 				readyAt = performance.now();
 				options.onEvent?.({type: 'started', runId: id, backend, view: plan.workingDirectory});
 			});
-			// A kept or promoted upper must be fully unmounted before it is synced and recorded; a discarded
-			// one need not wait for the kernel's teardown of the overlay (see namespace-plan.ts).
+			/*
+			A kept upper must be fully unmounted before it is synced and recorded. A discarded or promoted one
+			need not wait for the kernel's teardown of the overlay (it evicts every inode the run touched, see
+			namespace-plan.ts): pid 1 reports the exit only once every process of the run is gone, so nothing
+			can write to the upper any more, and the mount, unreachable, dies with this process.
+			*/
 			let exit = await namespace.commandExit;
 			const statusNow = exitStatusOf(exit.code, exit.signal ? signalNumber(exit.signal) : undefined);
 			const promoting = options.promote !== undefined && exit.started && statusNow === 0 && !interruptedBy;
 			const keeping = Boolean(options.keep) && !promoting;
-			if (keeping || promoting) {
+			if (keeping) {
 				namespace.release();
 				exit = await namespace.closed;
 			}
 
 			const exitedAt = performance.now();
-			if (!keeping && !promoting) {
+			if (!keeping) {
 				namespace.detach();
 			}
 
