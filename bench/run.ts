@@ -3,7 +3,7 @@ Side-by-side benchmark of `scratch run`. Every ratio is measured in one process 
 commands interleaved (A, B, A, B, ...) after warmups, so drift on a noisy machine hits both sides alike.
 Prints a markdown table on stdout, progress on stderr; BENCH_JSON=FILE also writes the raw samples.
 */
-import {spawn, spawnSync} from 'node:child_process';
+import {spawnSync} from 'node:child_process';
 import {
 	closeSync,
 	constants,
@@ -12,7 +12,6 @@ import {
 	mkdirSync,
 	mkdtempSync,
 	openSync,
-	readdirSync,
 	readFileSync,
 	rmSync,
 	writeFileSync,
@@ -21,223 +20,47 @@ import {open} from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import {performance} from 'node:perf_hooks';
+import {
+	describeFailure,
+	describeFileSystem,
+	integerFromEnvironment,
+	interleave,
+	iterations,
+	type Measured,
+	median,
+	progress,
+	pseudoRandomBytes,
+	type Row,
+	ratioRow,
+	runChild,
+	scratchArguments,
+	shellQuote,
+	timeCommand,
+	timeScratch,
+	type Workspace,
+	waitForQuietStore,
+	warmups,
+} from './harness.js';
+import {deepStackRow, gcIterations, gcRow, promoteCostRow, promoteIterations} from './layer-rows.js';
 
 const repositoryRoot = path.resolve(import.meta.dirname, '..');
 const builtDistribution = path.join(repositoryRoot, 'dist');
 
-const iterations = integerFromEnvironment('BENCH_ITERATIONS', 20, 1);
-const warmups = integerFromEnvironment('BENCH_WARMUPS', 3, 0);
 // `cp -a` of 200 MB takes seconds per sample, so that side gets far fewer samples.
 const copyIterations = integerFromEnvironment('BENCH_CP_ITERATIONS', 3, 1);
 
-// BENCH_ROWS=1,5 measures only those rows (the large tree is still generated for rows 2-4).
+// BENCH_ROWS=1,5 measures only those rows (the large tree is generated only when rows 2-4 are among them).
 const selectedRows = process.env['BENCH_ROWS']
 	? new Set(process.env['BENCH_ROWS'].split(',').map(Number))
 	: undefined;
 
+function isSelected(id: number): boolean {
+	return selectedRows === undefined || selectedRows.has(id);
+}
+
 const largeTreeDirectories = 500;
 const largeTreeFilesPerDirectory = 100;
 const exitLatencyFileCount = 20_000;
-
-/** One side of a comparison: `sample` returns one measurement in milliseconds. */
-type Side = {
-	name: string;
-	sample: () => Promise<number>;
-	iterations?: number;
-	warmups?: number;
-	/** Untimed, after each sample: lets background work of that sample finish before the next one. */
-	settle?: () => Promise<void> | void;
-};
-
-type Measured = {name: string; samples: number[]; medianMs: number};
-
-type Row = {
-	id: number;
-	comparison: string;
-	a: Measured;
-	b: Measured;
-	ratio?: number;
-	ratioLabel: string;
-	target: string;
-	met?: boolean;
-	note?: string;
-};
-
-/** Paths of the benchmark's scratch space, all under one temp dir removed at the end. */
-type Workspace = {
-	root: string;
-	largeTree: string;
-	smallTree: string;
-	store: string;
-	fifo: string;
-	/** Entry point of the snapshot of dist/ the whole benchmark runs. */
-	cli: string;
-};
-
-function integerFromEnvironment(name: string, fallback: number, minimum: number): number {
-	const raw = process.env[name];
-	if (raw === undefined || raw === '') {
-		return fallback;
-	}
-
-	const value = Number(raw);
-	if (!Number.isInteger(value) || value < minimum) {
-		throw new Error(`${name}=${raw} must be an integer >= ${minimum}`);
-	}
-
-	return value;
-}
-
-function progress(message: string): void {
-	process.stderr.write(`bench: ${message}\n`);
-}
-
-function median(values: readonly number[]): number {
-	if (values.length === 0) {
-		return Number.NaN;
-	}
-
-	const sorted = values.toSorted((left, right) => left - right);
-	const middle = Math.floor(sorted.length / 2);
-	return sorted.length % 2 === 1
-		? (sorted[middle] as number)
-		: ((sorted[middle - 1] as number) + (sorted[middle] as number)) / 2;
-}
-
-function shellQuote(value: string): string {
-	return `'${value.replaceAll("'", String.raw`'\''`)}'`;
-}
-
-/** Whether a side with `count` samples runs in `round` of `rounds`: spreads sparse sides evenly. */
-function runsInRound(round: number, count: number, rounds: number): boolean {
-	return Math.floor(((round + 1) * count) / rounds) > Math.floor((round * count) / rounds);
-}
-
-/** Warm up, then sample the sides in alternation; a side with fewer iterations is spread over the rounds. */
-async function interleave(label: string, sides: readonly Side[]): Promise<Measured[]> {
-	const warmupRounds = Math.max(...sides.map((side) => side.warmups ?? warmups));
-	for (let round = 0; round < warmupRounds; round++) {
-		for (const side of sides) {
-			if (round < (side.warmups ?? warmups)) {
-				await side.sample();
-				await side.settle?.();
-			}
-		}
-	}
-
-	const samples = sides.map(() => [] as number[]);
-	const rounds = Math.max(...sides.map((side) => side.iterations ?? iterations));
-	for (let round = 0; round < rounds; round++) {
-		for (const [index, side] of sides.entries()) {
-			if (runsInRound(round, side.iterations ?? iterations, rounds)) {
-				samples[index]?.push(await side.sample());
-				await side.settle?.();
-			}
-		}
-
-		if ((round + 1) % 5 === 0 || round + 1 === rounds) {
-			progress(`${label}: round ${round + 1}/${rounds}`);
-		}
-	}
-
-	return sides.map((side, index) => {
-		const sideSamples = samples[index] ?? [];
-		return {name: side.name, samples: sideSamples, medianMs: median(sideSamples)};
-	});
-}
-
-type ChildExit = {code: number | null; signal: NodeJS.Signals | null; exitedAt: number; stderr: string};
-
-/** Spawn a program; resolves at its 'exit' with the time it happened and whatever it wrote to stderr. */
-function runChild(file: string, args: readonly string[]): {exited: Promise<ChildExit>} {
-	const child = spawn(file, args, {stdio: ['ignore', 'ignore', 'pipe']});
-	let stderr = '';
-	child.stderr.on('data', (chunk: Buffer) => {
-		stderr += chunk.toString();
-	});
-	const exited = new Promise<ChildExit>((resolve, reject) => {
-		let exit: Omit<ChildExit, 'stderr'> | undefined;
-		child.on('error', reject);
-		child.on('exit', (code, signal) => {
-			// Timestamp at the exit itself; 'close' may come later, once stderr is drained.
-			exit = {code, signal, exitedAt: performance.now()};
-		});
-		child.on('close', () => {
-			if (exit) {
-				resolve({...exit, stderr});
-			}
-		});
-	});
-	return {exited};
-}
-
-function describeFailure(file: string, args: readonly string[], exit: ChildExit): Error {
-	const status = exit.signal ? `signal ${exit.signal}` : `status ${exit.code}`;
-	return new Error(`${file} ${args.join(' ')} failed (${status}): ${exit.stderr.trim()}`);
-}
-
-/** Wall time of one program run, from spawn to exit; a failure aborts the benchmark. */
-async function timeCommand(file: string, args: readonly string[]): Promise<number> {
-	const startedAt = performance.now();
-	const exit = await runChild(file, args).exited;
-	if (exit.code !== 0) {
-		throw describeFailure(file, args, exit);
-	}
-
-	return exit.exitedAt - startedAt;
-}
-
-function scratchArguments(
-	workspace: Workspace,
-	source: string,
-	command: readonly string[],
-	extra: readonly string[] = [],
-) {
-	return [workspace.cli, 'run', '--store', workspace.store, '--src', source, ...extra, '--', ...command];
-}
-
-function timeScratch(workspace: Workspace, source: string, command: readonly string[]): Promise<number> {
-	return timeCommand(process.execPath, scratchArguments(workspace, source, command));
-}
-
-/*
-scratch deletes a discarded run's writes in a detached process after it exits. Wait for that to finish
-(untimed) so one sample's cleanup does not run during the next sample.
-*/
-async function waitForQuietStore(workspace: Workspace): Promise<void> {
-	const trash = path.join(workspace.store, 'trash');
-	const deadline = performance.now() + 60_000;
-	while (performance.now() < deadline) {
-		let entries: string[];
-		try {
-			entries = readdirSync(trash);
-		} catch {
-			return;
-		}
-
-		if (entries.length === 0) {
-			return;
-		}
-
-		await new Promise((resolve) => {
-			setTimeout(resolve, 5);
-		});
-	}
-
-	progress(`warning: ${trash} still not empty after 60 s; continuing`);
-}
-
-/** Cheap pseudo-random bytes (no crypto needed, just content that is not all zeros). */
-function pseudoRandomBytes(length: number): Buffer {
-	const bytes = Buffer.alloc(length);
-	let state = 0x9e_37_79_b9;
-	for (let index = 0; index < length; index++) {
-		state = (Math.imul(state, 1_664_525) + 1_013_904_223) >>> 0;
-		bytes[index] = state >>> 24;
-	}
-
-	return bytes;
-}
 
 /** 500 dirs x 100 files, 1-7 KiB each (4 KiB on average, ~200 MB), all slices of one buffer. */
 function generateLargeTree(root: string): {files: number; bytes: number} {
@@ -282,9 +105,12 @@ function populateWorkspace(workspace: Workspace): void {
 	mkdirSync(workspace.smallTree);
 	writeFileSync(path.join(workspace.smallTree, 'only-file.txt'), 'one file\n');
 	mkdirSync(workspace.largeTree);
-	progress(`generating the large source tree in ${workspace.largeTree}`);
-	const generated = generateLargeTree(workspace.largeTree);
-	progress(`generated ${generated.files} files, ${(generated.bytes / 1e6).toFixed(1)} MB; syncing`);
+	if ([2, 3, 4].some((id) => isSelected(id))) {
+		progress(`generating the large source tree in ${workspace.largeTree}`);
+		const generated = generateLargeTree(workspace.largeTree);
+		progress(`generated ${generated.files} files, ${(generated.bytes / 1e6).toFixed(1)} MB; syncing`);
+	}
+
 	// Flush the writes now so their writeback does not land in the first measurements.
 	spawnSync('sync');
 	const fifo = spawnSync('mkfifo', [workspace.fifo], {encoding: 'utf8'});
@@ -293,38 +119,13 @@ function populateWorkspace(workspace: Workspace): void {
 	}
 }
 
-function ratioRow(
-	id: number,
-	comparison: string,
-	[a, b]: Measured[],
-	target: {maximum?: number; label: string},
-	note?: string,
-): Row {
-	if (!a || !b) {
-		throw new Error(`row ${id}: expected two measured sides`);
-	}
-
-	const ratio = a.medianMs / b.medianMs;
-	return {
-		id,
-		comparison,
-		a,
-		b,
-		ratio,
-		ratioLabel: ratio.toFixed(2),
-		target: target.label,
-		...(target.maximum === undefined ? {} : {met: ratio <= target.maximum}),
-		...(note === undefined ? {} : {note}),
-	};
-}
-
 async function startupRow(workspace: Workspace): Promise<Row> {
 	progress('row 1: scratch run -- true vs node -e 0');
 	const measured = await interleave('row 1', [
 		{
 			name: 'scratch run --src SMALL -- true',
 			sample: () => timeScratch(workspace, workspace.smallTree, ['true']),
-			settle: () => waitForQuietStore(workspace),
+			settle: () => waitForQuietStore(workspace.store),
 		},
 		{name: 'node -e 0', sample: () => timeCommand(process.execPath, ['-e', '0'])},
 	]);
@@ -340,12 +141,12 @@ async function treeSizeRow(workspace: Workspace): Promise<Row> {
 		{
 			name: 'scratch run --src LARGE -- true',
 			sample: () => timeScratch(workspace, workspace.largeTree, ['true']),
-			settle: () => waitForQuietStore(workspace),
+			settle: () => waitForQuietStore(workspace.store),
 		},
 		{
 			name: 'scratch run --src SMALL -- true',
 			sample: () => timeScratch(workspace, workspace.smallTree, ['true']),
-			settle: () => waitForQuietStore(workspace),
+			settle: () => waitForQuietStore(workspace.store),
 		},
 	]);
 	return ratioRow(2, '`scratch run -- true`: 50k-file src vs 1-file src', measured, {
@@ -361,7 +162,7 @@ async function copyRow(workspace: Workspace): Promise<Row> {
 		{
 			name: 'scratch run --src LARGE -- true',
 			sample: () => timeScratch(workspace, workspace.largeTree, ['true']),
-			settle: () => waitForQuietStore(workspace),
+			settle: () => waitForQuietStore(workspace.store),
 		},
 		{
 			name: 'cp -a LARGE DEST && rm -rf DEST',
@@ -407,7 +208,7 @@ async function bareOverlayRow(workspace: Workspace): Promise<Row> {
 		{
 			name: 'scratch run --src LARGE -- true',
 			sample: () => timeScratch(workspace, workspace.largeTree, ['true']),
-			settle: () => waitForQuietStore(workspace),
+			settle: () => waitForQuietStore(workspace.store),
 		},
 		{
 			name: 'unshare + mount overlay + true + rm -rf',
@@ -491,12 +292,12 @@ async function exitLatencyRow(workspace: Workspace): Promise<Row> {
 		{
 			name: `exit latency, ${exitLatencyFileCount} files written`,
 			sample: () => sampleExitLatency(workspace, `${writeFiles} && ${announce}`),
-			settle: () => waitForQuietStore(workspace),
+			settle: () => waitForQuietStore(workspace.store),
 		},
 		{
 			name: 'exit latency, nothing written',
 			sample: () => sampleExitLatency(workspace, announce),
-			settle: () => waitForQuietStore(workspace),
+			settle: () => waitForQuietStore(workspace.store),
 		},
 	]);
 	return ratioRow(
@@ -518,7 +319,7 @@ async function reportedDurationsRow(workspace: Workspace): Promise<Row> {
 	const total: number[] = [];
 	for (let index = 0; index < warmups + iterations; index++) {
 		await timeCommand(process.execPath, args);
-		await waitForQuietStore(workspace);
+		await waitForQuietStore(workspace.store);
 		if (index < warmups) {
 			continue;
 		}
@@ -543,7 +344,7 @@ async function reportedDurationsRow(workspace: Workspace): Promise<Row> {
 }
 
 /** Where the numbers were taken; printed above the table and saved with the samples. */
-function describeEnvironment(): Record<string, string> {
+function describeEnvironment(workspace: Workspace): Record<string, string> {
 	let cpu = 'unknown';
 	try {
 		const modelLine = readFileSync('/proc/cpuinfo', 'utf8')
@@ -559,7 +360,9 @@ function describeEnvironment(): Record<string, string> {
 		Node: process.version,
 		CPU: cpu,
 		nproc,
-		Iterations: `${iterations} per side after ${warmups} warmups (BENCH_ITERATIONS, BENCH_WARMUPS); cp side ${copyIterations} (BENCH_CP_ITERATIONS)`,
+		Iterations: `${iterations} per side after ${warmups} warmups (BENCH_ITERATIONS, BENCH_WARMUPS); cp side ${copyIterations} (BENCH_CP_ITERATIONS); promote row ${promoteIterations} (BENCH_PROMOTE_ITERATIONS); gc row ${gcIterations} (BENCH_GC_ITERATIONS)`,
+		// Trees, stores and copies all live here (os.tmpdir(), so TMPDIR moves them): it must be a disk fs.
+		'Bench dir (trees, stores)': `${workspace.root} on ${describeFileSystem(workspace.root).label}`,
 	};
 }
 
@@ -590,15 +393,21 @@ async function main(): Promise<void> {
 		);
 	}
 
-	const environment = describeEnvironment();
+	const workspace = planWorkspace(mkdtempSync(path.join(os.tmpdir(), 'scratch-bench-')));
+	const environment = describeEnvironment(workspace);
 	const header = [
 		'## scratch benchmark',
 		'',
 		...Object.entries(environment).map(([name, value]) => `- ${name}: ${value}`),
 		'',
 	];
+	const fileSystem = describeFileSystem(workspace.root).type;
+	if (fileSystem === 'tmpfs' || fileSystem === 'overlay') {
+		progress(
+			`warning: ${workspace.root} is on ${fileSystem}; set TMPDIR to a directory on a disk file system`,
+		);
+	}
 
-	const workspace = planWorkspace(mkdtempSync(path.join(os.tmpdir(), 'scratch-bench-')));
 	const cleanUp = () => {
 		rmSync(workspace.root, {recursive: true, force: true, maxRetries: 5});
 	};
@@ -614,18 +423,22 @@ async function main(): Promise<void> {
 	process.once('SIGTERM', onSignal);
 	try {
 		populateWorkspace(workspace);
-		// The cp row runs last: its 600 MB of disk traffic slows the machine for a while afterwards.
+		// The cp row runs last: its 600 MB of disk traffic slows the machine for a while afterwards. The
+		// promote and gc rows write and delete 20,000 files per sample, so they come just before it.
 		const rowFunctions: Array<[number, (workspace: Workspace) => Promise<Row>]> = [
 			[1, startupRow],
 			[2, treeSizeRow],
 			[4, bareOverlayRow],
 			[5, exitLatencyRow],
 			[6, reportedDurationsRow],
+			[8, deepStackRow],
+			[7, promoteCostRow],
+			[9, gcRow],
 			[3, copyRow],
 		];
 		const rows: Row[] = [];
 		for (const [id, measureRow] of rowFunctions) {
-			if (selectedRows === undefined || selectedRows.has(id)) {
+			if (isSelected(id)) {
 				rows.push(await measureRow(workspace));
 			}
 		}
@@ -641,7 +454,7 @@ async function main(): Promise<void> {
 		}
 	} finally {
 		progress(`removing ${workspace.root}`);
-		await waitForQuietStore(workspace);
+		await waitForQuietStore(workspace.store);
 		cleanUp();
 	}
 }
