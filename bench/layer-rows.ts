@@ -211,13 +211,13 @@ export async function promoteCostRow(workspace: Workspace): Promise<Row> {
 	const detailNote =
 		promoteDetailIterations === 0
 			? ''
-			: `; with --json-file (n=${promoteDetailIterations}, ${promoteFileCount} files / 1 file): setupMs ${pair((part) => part.setup)}, commandMs minus the command's own time (scratch waiting for the namespace and overlay to go) ${pair((part) => part.unmountWait)}, teardownMs (the walk of the upper for \`written\`, then the promotion: record, rename, ref, and a sync if scratch does one) ${pair((part) => part.teardown)}, wall minus command ${pair((part) => part.outside)} ms; \`sync --file-system\` right after writing the same ${promoteFileCount} files outside scratch: ${median(syncSamples).toFixed(1)} ms`;
+			: `; with --json-file (n=${promoteDetailIterations}, ${promoteFileCount} files / 1 file): setupMs ${pair((part) => part.setup)}, commandMs minus the command's own time (pid 1 reaping the run and reporting its exit) ${pair((part) => part.unmountWait)}, teardownMs (the walk of the upper for \`written\`, then the promotion: record, rename, ref; no data sync) ${pair((part) => part.teardown)}, wall minus command ${pair((part) => part.outside)} ms; \`sync --file-system\` right after writing the same ${promoteFileCount} files outside scratch: ${median(syncSamples).toFixed(1)} ms`;
 	return ratioRow(
 		7,
 		`\`scratch run --promote NAME\`, scratch's own time (wall minus the command's self-timed run): command wrote ${promoteFileCount} files vs 1 file (store on ${fileSystem})`,
 		measured,
 		{maximum: 1.2, label: '<= 1.2'},
-		`each command times itself with \`date +%s%N\` around its work; the sample is scratch's wall time minus that, so it includes node start-up, setup, the wait for the namespace to go (the kernel unmounts the overlay) and the promotion; the same name each time, \`scratch gc\` + \`sync\` after each sample (untimed); the commands' own medians ${commandTimes.map((times) => median(times).toFixed(0)).join(' / ')} ms${detailNote}`,
+		`each command times itself with \`date +%s%N\` around its work; the sample is scratch's wall time minus that, so it includes node start-up, setup and the promotion (the kernel's unmount of the overlay runs after scratch exits, as for a discarded run); the same name each time, \`scratch gc\` + \`sync\` after each sample (untimed); the commands' own medians ${commandTimes.map((times) => median(times).toFixed(0)).join(' / ')} ms${detailNote}`,
 	);
 }
 
