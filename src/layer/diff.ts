@@ -9,7 +9,7 @@ import {readKeptRun} from '../store/promote.js';
 import {readRef} from '../store/refs.js';
 import {resolveLayer} from '../store/resolve.js';
 import {runEntries} from '../store/runs.js';
-import {assertStoreExists, defaultStorePath, openStore, type Store} from '../store/store.js';
+import {openExistingStore, type Store} from '../store/store.js';
 import {findExecutable} from '../system/executables.js';
 
 /** What kind of file a changed path is (for a deletion: what it hid, when that is still known). */
@@ -441,9 +441,7 @@ is a snapshot name, a kept run id or a layer id, tried in that order. The root d
 listed: overlayfs gives it the upper dir's attributes, whatever the command did.
 */
 export async function diffLayer({store: storePath, reference}: DiffOptions): Promise<LayerDiff> {
-	const root = path.resolve(storePath ?? defaultStorePath());
-	assertStoreExists(root);
-	const store = await openStore(root);
+	const store = await openExistingStore(storePath);
 	const {subject, upper, lowerLayers, source} = findSubject(store, reference);
 	// The source tree is read as a plain tree (no opaque dirs): reading its xattrs would mean a walk of it.
 	const opaqueDirectories = await readOpaqueDirectories([upper, ...lowerLayers]);

@@ -8,7 +8,7 @@ import {checkName} from '../store/names.js';
 import {commitAndName} from '../store/promote.js';
 import type {Ref} from '../store/refs.js';
 import {resolveLayer} from '../store/resolve.js';
-import {assertStoreExists, defaultStorePath, openStore, type Store} from '../store/store.js';
+import {openExistingStore, type Store} from '../store/store.js';
 import {deleteTrashNow, moveToTrash} from '../store/trash.js';
 import {holdStoreUse} from '../store/use-lock.js';
 import {findExecutable} from '../system/executables.js';
@@ -405,9 +405,7 @@ changed: no name is written and the half-built tree is removed.
 */
 export async function squashLayer(options: SquashOptions): Promise<Squash> {
 	checkName(options.as, '--as');
-	const root = options.store ?? defaultStorePath();
-	assertStoreExists(root);
-	const store = await openStore(root);
+	const store = await openExistingStore(options.store);
 	const hold = await holdStoreUse(store);
 	try {
 		const {layer: top} = resolveLayer(store, options.name, 'NAME');

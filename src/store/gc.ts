@@ -1,13 +1,14 @@
-import {existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync} from 'node:fs';
+import {existsSync, mkdirSync, readFileSync, renameSync, rmSync} from 'node:fs';
 import path from 'node:path';
 import {writeFileAtomic} from '../system/atomic-file.js';
 import {crashPoint} from '../system/crash-point.js';
 import {currentProcessIdentity, isProcessAlive} from '../system/process-identity.js';
+import {readDirectoryOrEmpty} from '../system/read-directory.js';
 import {layerTreePath, readLayer, scanLayers} from './layers.js';
 import {leaseName} from './lease-names.js';
 import {listRefs} from './refs.js';
 import {findAbandoned, type RunRecord, runEntries} from './runs.js';
-import {assertStoreExists, openStore, type Store} from './store.js';
+import {openExistingStore, type Store} from './store.js';
 import {deleteTreesNow, listTrash, measureTrees} from './trash.js';
 import {holdStoreCollection} from './use-lock.js';
 
@@ -42,14 +43,6 @@ function readJson<T>(file: string): T | undefined {
 	}
 }
 
-function safeReaddir(directory: string): string[] {
-	try {
-		return readdirSync(directory);
-	} catch {
-		return [];
-	}
-}
-
 /**
 A kept run whose promotion was interrupted after its upper became a layer, but before a name pointed at
 the layer, is put back as it was: the layer's tree returns to the run. One whose layer was named is
@@ -62,7 +55,7 @@ async function repairInterruptedPromotions(
 	dryRun: boolean,
 ): Promise<string[]> {
 	const garbage: string[] = [];
-	for (const runId of safeReaddir(store.keptDir)) {
+	for (const runId of readDirectoryOrEmpty(store.keptDir)) {
 		const directory = path.join(store.keptDir, runId);
 		const recordPath = path.join(directory, runEntries.record);
 		const run = readJson<RunRecord>(recordPath);
@@ -104,14 +97,14 @@ async function repairInterruptedPromotions(
 /** Layer ids something still needs: names, live runs, kept runs (workspaces add theirs), with all their lowers. */
 function markReachable(store: Store): Set<string> {
 	const roots: string[] = listRefs(store).map((ref) => ref.layer);
-	for (const runId of safeReaddir(store.runsDir)) {
+	for (const runId of readDirectoryOrEmpty(store.runsDir)) {
 		const lease = readJson<RunRecord>(path.join(store.runsDir, runId, runEntries.lease));
 		if (lease && isProcessAlive(lease.owner)) {
 			roots.push(...(lease.layers ?? []));
 		}
 	}
 
-	for (const runId of safeReaddir(store.keptDir)) {
+	for (const runId of readDirectoryOrEmpty(store.keptDir)) {
 		const run = readJson<RunRecord>(path.join(store.keptDir, runId, runEntries.record));
 		if (run) {
 			roots.push(...(run.layers ?? []));
@@ -147,8 +140,7 @@ export async function collectGarbage({
 	store: string;
 	dryRun?: boolean;
 }): Promise<GcReport> {
-	assertStoreExists(storePath);
-	const store = await openStore(storePath);
+	const store = await openExistingStore(storePath);
 	const report: GcReport = {
 		dryRun,
 		layers: [],
@@ -189,7 +181,7 @@ export async function collectGarbage({
 			doomed.push(path.join(store.layersDir, name));
 		}
 
-		for (const name of safeReaddir(store.refsDir).filter((file) => file.startsWith('.'))) {
+		for (const name of readDirectoryOrEmpty(store.refsDir).filter((file) => file.startsWith('.'))) {
 			doomed.push(path.join(store.refsDir, name));
 		}
 

@@ -99,7 +99,6 @@ half-promoted run back; running the same promote again finishes one whose layer 
 */
 export async function promoteKeptRun(store: Store, runId: string, name: string): Promise<Promotion> {
 	checkName(name, 'NAME');
-	readKeptRun(store, runId);
 	const keptDirectory = path.join(store.keptDir, runId);
 	const tree = path.join(keptDirectory, runEntries.upper);
 	// Held from before the intent is read or recorded until a name points at the layer: gc takes an intent

@@ -1,8 +1,9 @@
-import {mkdirSync, readdirSync, readFileSync, renameSync, writeFileSync} from 'node:fs';
+import {mkdirSync, readFileSync, renameSync, writeFileSync} from 'node:fs';
 import path from 'node:path';
 import {syncDirectory, writeFileAtomic} from '../system/atomic-file.js';
 import {isProcessAlive, type ProcessIdentity} from '../system/process-identity.js';
 import {randomId} from '../system/random-id.js';
+import {readDirectoryOrEmpty} from '../system/read-directory.js';
 import {syncFileSystem} from '../system/sync-file-system.js';
 import {isLeaseNameAlive, leaseName} from './lease-names.js';
 import type {Store} from './store.js';
@@ -73,7 +74,7 @@ function readLease(runDirectory: string): RunRecord | undefined {
 /** What dead runs and abandoned preparations left behind, without touching it. */
 export function findAbandoned(store: Store): Array<{directory: string; trashName: string}> {
 	const abandoned: Array<{directory: string; trashName: string}> = [];
-	for (const id of safeReaddir(store.runsDir)) {
+	for (const id of readDirectoryOrEmpty(store.runsDir)) {
 		const directory = path.join(store.runsDir, id);
 		const lease = readLease(directory);
 		// A run dir always arrives with its lease, so one without a readable lease is debris.
@@ -82,7 +83,7 @@ export function findAbandoned(store: Store): Array<{directory: string; trashName
 		}
 	}
 
-	for (const name of safeReaddir(store.tmpDir)) {
+	for (const name of readDirectoryOrEmpty(store.tmpDir)) {
 		if (!isLeaseNameAlive(name)) {
 			abandoned.push({directory: path.join(store.tmpDir, name), trashName: `tmp-${name}`});
 		}
@@ -125,12 +126,4 @@ export async function keepRun(store: Store, runDirectory: string, record: RunRec
 	}
 
 	return keptDirectory;
-}
-
-function safeReaddir(directory: string): string[] {
-	try {
-		return readdirSync(directory);
-	} catch {
-		return [];
-	}
 }

@@ -4,7 +4,7 @@ import {checkName} from './names.js';
 import {type Promotion, promoteKeptRun} from './promote.js';
 import {listRefs, type Ref, readRef, removeRef, writeRef} from './refs.js';
 import {resolveLayer} from './resolve.js';
-import {assertStoreExists, defaultStorePath, openStore, type Store} from './store.js';
+import {openExistingStore} from './store.js';
 import {holdStoreUse} from './use-lock.js';
 
 /** Options every store operation takes. */
@@ -12,12 +12,6 @@ export type StoreOptions = {
 	/** Store directory. Default: `SCRATCH_STORE`, else `/var/lib/scratch` (root) or `~/.local/share/scratch`. */
 	store?: string;
 };
-
-async function existingStore(options: StoreOptions): Promise<Store> {
-	const root = options.store ?? defaultStorePath();
-	assertStoreExists(root);
-	return openStore(root);
-}
 
 /** One line of `scratch ls`: a name and the layer it points at. */
 export type SnapshotEntry = {
@@ -36,7 +30,7 @@ export type SnapshotEntry = {
 
 /** Every snapshot name with its layer, sorted by name. */
 export async function listSnapshots(options: StoreOptions = {}): Promise<SnapshotEntry[]> {
-	const store = await existingStore(options);
+	const store = await openExistingStore(options.store);
 	const entries: SnapshotEntry[] = [];
 	for (const ref of listRefs(store)) {
 		const found = readLayer(store, ref.layer);
@@ -77,7 +71,7 @@ export type LayerDetails = {
 
 /** `scratch inspect NAME|LAYER-ID`. */
 export async function inspectLayer(options: StoreOptions & {reference: string}): Promise<LayerDetails> {
-	const store = await existingStore(options);
+	const store = await openExistingStore(options.store);
 	const {layer: found} = resolveLayer(store, options.reference, 'NAME');
 	const layer = await layerWithStats(store, found);
 	const namesByLayer = new Map<string, string[]>();
@@ -102,7 +96,7 @@ export async function inspectLayer(options: StoreOptions & {reference: string}):
 export async function tagSnapshot(
 	options: StoreOptions & {reference: string; name: string; force?: boolean},
 ): Promise<Ref> {
-	const store = await existingStore(options);
+	const store = await openExistingStore(options.store);
 	checkName(options.name, 'NEW-NAME');
 	const hold = await holdStoreUse(store);
 	try {
@@ -125,7 +119,7 @@ export async function tagSnapshot(
 stay until `gc` finds nothing reaching them. Returns the removed names with the layers they pointed at.
 */
 export async function removeSnapshots(options: StoreOptions & {names: string[]}): Promise<Ref[]> {
-	const store = await existingStore(options);
+	const store = await openExistingStore(options.store);
 	const refs = options.names.map((name) => {
 		checkName(name, 'NAME');
 		const ref = readRef(store, name);
@@ -146,6 +140,6 @@ export async function removeSnapshots(options: StoreOptions & {names: string[]})
 
 /** `scratch promote RUN-ID NAME`: make a run kept with `--keep` a layer named NAME. */
 export async function promoteRun(options: StoreOptions & {runId: string; name: string}): Promise<Promotion> {
-	const store = await existingStore(options);
+	const store = await openExistingStore(options.store);
 	return promoteKeptRun(store, options.runId, options.name);
 }

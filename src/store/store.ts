@@ -192,6 +192,13 @@ async function initializeStore(store: Store): Promise<void> {
 	}
 }
 
+/** Open a store that must exist already (every command but `run`, which creates it): never creates one. */
+export async function openExistingStore(storePath: string = defaultStorePath()): Promise<Store> {
+	const root = path.resolve(storePath);
+	assertStoreExists(root);
+	return openStore(root);
+}
+
 /** Fail with a clear message unless the store exists already (for commands that only read it). */
 export function assertStoreExists(storePath: string): void {
 	try {

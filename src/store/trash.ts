@@ -1,8 +1,9 @@
 import {spawn} from 'node:child_process';
-import {readdirSync, renameSync} from 'node:fs';
+import {renameSync} from 'node:fs';
 import path from 'node:path';
 import type {Writable} from 'node:stream';
 import {findExecutable} from '../system/executables.js';
+import {readDirectoryOrEmpty} from '../system/read-directory.js';
 import {releaseLater} from '../system/release-later.js';
 import type {Store} from './store.js';
 
@@ -36,11 +37,7 @@ export function moveToTrash(store: Store, directory: string, name: string): stri
 
 /** Names currently in the trash. */
 export function listTrash(store: Store): string[] {
-	try {
-		return readdirSync(store.trashDir);
-	} catch {
-		return [];
-	}
+	return readDirectoryOrEmpty(store.trashDir);
 }
 
 // Rootless stores are read and deleted inside a user namespace, as the owner turned root.
