@@ -19,6 +19,7 @@ import {
 	type User,
 	uniqueSleep,
 	users,
+	waitForLine,
 } from './helpers/scratch.js';
 import {checkStoreConsistency, completeLayers, refTarget} from './helpers/store-check.js';
 
@@ -425,20 +426,6 @@ for (const step of gcSteps) {
 			await assertNothingLeft(t, sandbox);
 		});
 	}
-}
-
-/** Resolve once the running command has printed a line (it is then surely running inside its view). */
-async function waitForLine(subprocess: ResultPromise, line: string): Promise<void> {
-	await new Promise<void>((resolve, reject) => {
-		let seen = '';
-		subprocess.stdout?.on('data', (chunk: Buffer) => {
-			seen += chunk.toString();
-			if (seen.split('\n').includes(line)) {
-				resolve();
-			}
-		});
-		subprocess.once('exit', () => reject(new Error(`exited before printing ${line}: ${seen}`)));
-	});
 }
 
 for (const user of users) {

@@ -1,8 +1,6 @@
-import {spawnSync} from 'node:child_process';
 import {existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync} from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
-import test, {type ExecutionContext} from 'ava';
+import test from 'ava';
 import {InvalidNameError, LimitError, NotFoundError} from '../src/errors.js';
 import {
 	checkStackDepth,
@@ -19,23 +17,11 @@ import {
 import {leaseName} from '../src/store/lease-names.js';
 import {writeRef} from '../src/store/refs.js';
 import {resolveBases, resolveLayer} from '../src/store/resolve.js';
-import {openStore, type Store} from '../src/store/store.js';
+import type {Store} from '../src/store/store.js';
 import {holdStoreCollection, holdStoreUse, type StoreHold} from '../src/store/use-lock.js';
-import {currentProcessIdentity, type ProcessIdentity} from '../src/system/process-identity.js';
+import {currentProcessIdentity} from '../src/system/process-identity.js';
 import {eventually} from './helpers/scratch.js';
-
-async function newStore(t: ExecutionContext): Promise<Store> {
-	const root = mkdtempSync(path.join(os.tmpdir(), 'scratch-layer-records-'));
-	t.teardown(() => rmSync(root, {recursive: true, force: true}));
-	return openStore(path.join(root, 'store'));
-}
-
-/** The identity of a process that has certainly exited. */
-function deadIdentity(): ProcessIdentity {
-	const child = spawnSync('sh', ['-c', 'cut -d" " -f22 /proc/$$/stat; echo $$']);
-	const [startTime, pid] = String(child.stdout).trim().split('\n').map(Number);
-	return {...currentProcessIdentity(), pid: pid ?? 0, startTime: startTime ?? 0};
-}
+import {deadIdentity, temporaryStore} from './helpers/store-fixtures.js';
 
 /** Commit a layer with one file, on top of `lowers` (bottom first). */
 async function makeLayer(store: Store, lowers: string[] = [], file = 'f'): Promise<LayerRecord> {
@@ -153,7 +139,7 @@ test('checkStackDepth accepts 499 layers over the source and refuses 500 with a 
 });
 
 test('scanLayers tells complete layers from half-made ones and temporary entries', async (t) => {
-	const store = await newStore(t);
+	const store = await temporaryStore(t);
 	t.deepEqual(scanLayers(store), {complete: [], halfMade: [], temporary: []});
 	const layer = await makeLayer(store);
 	mkdirSync(path.join(store.layersDir, 'ghjkmn'));
@@ -179,13 +165,13 @@ test('scanLayers tells complete layers from half-made ones and temporary entries
 });
 
 test('scanLayers of a store without a layers dir finds nothing', async (t) => {
-	const store = await newStore(t);
+	const store = await temporaryStore(t);
 	rmSync(store.layersDir, {recursive: true});
 	t.deepEqual(scanLayers(store), {complete: [], halfMade: [], temporary: []});
 });
 
 test('resolveBases stacks each base with its lowers, later bases higher, and names the top', async (t) => {
-	const store = await newStore(t);
+	const store = await temporaryStore(t);
 	t.deepEqual(resolveBases(store, []), {layers: [], top: null});
 	const deps = await makeLayer(store);
 	const tools = await makeLayer(store, [deps.id]);
@@ -206,7 +192,7 @@ test('resolveBases stacks each base with its lowers, later bases higher, and nam
 });
 
 test('a name that looks like a layer id means the layer it names, not the layer with that id', async (t) => {
-	const store = await newStore(t);
+	const store = await temporaryStore(t);
 	const first = await makeLayer(store);
 	const second = await makeLayer(store);
 	await writeRef(store, first.id, second.id);
@@ -216,7 +202,7 @@ test('a name that looks like a layer id means the layer it names, not the layer 
 });
 
 test('resolveBases fails with NotFoundError for unknown names and missing layers, InvalidNameError for invalid names', async (t) => {
-	const store = await newStore(t);
+	const store = await temporaryStore(t);
 	const lower = await makeLayer(store);
 	const upper = await makeLayer(store, [lower.id]);
 	await writeRef(store, 'upper', upper.id);
@@ -240,7 +226,7 @@ test('resolveBases fails with NotFoundError for unknown names and missing layers
 });
 
 test('users of the store do not wait for each other', async (t) => {
-	const store = await newStore(t);
+	const store = await temporaryStore(t);
 	const first = await holdStoreUse(store);
 	const second = await holdStoreUse(store);
 	t.is(holders(store).filter((name) => name.startsWith('use.')).length, 2);
@@ -250,7 +236,7 @@ test('users of the store do not wait for each other', async (t) => {
 });
 
 test('holdStoreUse waits while a collection is held and returns once it is released', async (t) => {
-	const store = await newStore(t);
+	const store = await temporaryStore(t);
 	const collection = await holdStoreCollection(store);
 	let use: StoreHold | undefined;
 	const waiting = holdStoreUse(store).then((hold) => {
@@ -275,7 +261,7 @@ test('holdStoreUse waits while a collection is held and returns once it is relea
 });
 
 test('holdStoreCollection waits for users of the store and holds off new ones until released', async (t) => {
-	const store = await newStore(t);
+	const store = await temporaryStore(t);
 	const use = await holdStoreUse(store);
 	let collection: StoreHold | undefined;
 	const collecting = holdStoreCollection(store).then((hold) => {
@@ -301,7 +287,7 @@ test('holdStoreCollection waits for users of the store and holds off new ones un
 });
 
 test('a dead holder blocks nobody and its lock file is removed', async (t) => {
-	const store = await newStore(t);
+	const store = await temporaryStore(t);
 	const dead = deadIdentity();
 	const deadCollector = path.join(store.locksDir, leaseName('gc', dead));
 	const deadUser = path.join(store.locksDir, leaseName('use', dead, 'abcdef'));
@@ -323,7 +309,7 @@ test('a dead holder blocks nobody and its lock file is removed', async (t) => {
 });
 
 test('a holder from an earlier boot is dead even if its pid and start time match a live process', async (t) => {
-	const store = await newStore(t);
+	const store = await temporaryStore(t);
 	const me = currentProcessIdentity();
 	const otherBoot = path.join(
 		store.locksDir,

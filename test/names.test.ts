@@ -3,6 +3,7 @@ import path from 'node:path';
 import test, {type ExecutionContext} from 'ava';
 import {InvalidNameError, UsageError} from '../src/errors.js';
 import {checkName, maxNameLength, nameFromRefFile, nameProblem, refFileName} from '../src/store/names.js';
+import type {SnapshotEntry} from '../src/store/snapshots.js';
 import {promoteLayer} from './helpers/layers.js';
 import {
 	fingerprintTree,
@@ -122,25 +123,13 @@ function store(sandbox: Sandbox, ...args: string[]) {
 	return scratch(sandbox, [...args, '--store', sandbox.store]);
 }
 
-type LsEntry = {
-	name: string;
-	layer: string;
-	parent: string | null;
-	depth: number;
-	size: number;
-	files: number;
-	created: string;
-	command: string[];
-	origin: string;
-};
-
-async function listNames(t: ExecutionContext, sandbox: Sandbox): Promise<LsEntry[]> {
+async function listNames(t: ExecutionContext, sandbox: Sandbox): Promise<SnapshotEntry[]> {
 	const result = await store(sandbox, 'ls', '--json');
 	t.is(result.exitCode, 0, String(result.stderr));
-	return JSON.parse(String(result.stdout)) as LsEntry[];
+	return JSON.parse(String(result.stdout)) as SnapshotEntry[];
 }
 
-function nameMap(entries: LsEntry[]): Record<string, string> {
+function nameMap(entries: SnapshotEntry[]): Record<string, string> {
 	return Object.fromEntries(entries.map((entry) => [entry.name, entry.layer]));
 }
 
@@ -393,7 +382,7 @@ test("root listing an unprivileged user's store leaves every layer record readab
 	const tools = await promoteLayer(t, sandbox, 'tools', 'echo tools > b', ['app']);
 	const asRoot = await scratch({user: 'root'}, ['ls', '--store', sandbox.store, '--json']);
 	t.is(asRoot.exitCode, 0, String(asRoot.stderr));
-	t.deepEqual(nameMap(JSON.parse(String(asRoot.stdout)) as LsEntry[]), {app, tools});
+	t.deepEqual(nameMap(JSON.parse(String(asRoot.stdout)) as SnapshotEntry[]), {app, tools});
 	const inspected = await scratch({user: 'root'}, ['inspect', '--store', sandbox.store, 'tools']);
 	t.is(inspected.exitCode, 0, String(inspected.stderr));
 	for (const id of [app, tools]) {

@@ -1,25 +1,10 @@
-import {spawnSync} from 'node:child_process';
-import {existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync} from 'node:fs';
-import os from 'node:os';
+import {existsSync, mkdirSync, readdirSync, writeFileSync} from 'node:fs';
 import path from 'node:path';
-import test, {type ExecutionContext} from 'ava';
+import test from 'ava';
 import {createRunDirectory, findAbandoned, type RunRecord, reclaimAbandoned} from '../src/store/runs.js';
-import {openStore} from '../src/store/store.js';
 import {deleteTrashNow, listTrash} from '../src/store/trash.js';
 import {currentProcessIdentity, type ProcessIdentity} from '../src/system/process-identity.js';
-
-async function newStore(t: ExecutionContext) {
-	const root = mkdtempSync(path.join(os.tmpdir(), 'scratch-runs-'));
-	t.teardown(() => rmSync(root, {recursive: true, force: true}));
-	return openStore(path.join(root, 'store'));
-}
-
-/** The identity of a process that has certainly exited. */
-function deadIdentity(): ProcessIdentity {
-	const child = spawnSync('sh', ['-c', 'cut -d" " -f22 /proc/$$/stat; echo $$']);
-	const [startTime, pid] = String(child.stdout).trim().split('\n').map(Number);
-	return {...currentProcessIdentity(), pid: pid ?? 0, startTime: startTime ?? 0};
-}
+import {deadIdentity, temporaryStore} from './helpers/store-fixtures.js';
 
 function record(id: string, owner: ProcessIdentity): RunRecord {
 	return {
@@ -37,14 +22,14 @@ function record(id: string, owner: ProcessIdentity): RunRecord {
 }
 
 test('a run directory arrives complete with its lease, upper, work and mount point', async (t) => {
-	const store = await newStore(t);
+	const store = await temporaryStore(t);
 	const directory = createRunDirectory(store, record('aaaaaaaaaaaa', currentProcessIdentity()));
 	t.deepEqual(readdirSync(directory).sort(), ['lease.json', 'merged', 'upper', 'work']);
 	t.deepEqual(readdirSync(store.tmpDir), []);
 });
 
 test('runs and preparations of live owners are kept, those of dead owners are abandoned', async (t) => {
-	const store = await newStore(t);
+	const store = await temporaryStore(t);
 	const dead = deadIdentity();
 	createRunDirectory(store, record('liveliveliv1', currentProcessIdentity()));
 	createRunDirectory(store, record('deaddeaddea1', dead));
@@ -73,7 +58,7 @@ test('runs and preparations of live owners are kept, those of dead owners are ab
 });
 
 test('a lease from another boot is dead even if the pid and start time match a live process', async (t) => {
-	const store = await newStore(t);
+	const store = await temporaryStore(t);
 	createRunDirectory(
 		store,
 		record('otherboot001', {...currentProcessIdentity(), bootId: '00000000-0000-0000-0000-000000000000'}),

@@ -13,21 +13,8 @@ import {
 	storeLeftovers,
 	uniqueSleep,
 	users,
+	waitForLine,
 } from './helpers/scratch.js';
-
-/** Resolve once the running command has printed a line (it is then surely running inside its view). */
-async function waitForLine(subprocess: ResultPromise, line: string): Promise<void> {
-	await new Promise<void>((resolve, reject) => {
-		let seen = '';
-		subprocess.stdout?.on('data', (chunk: Buffer) => {
-			seen += chunk.toString();
-			if (seen.split('\n').includes(line)) {
-				resolve();
-			}
-		});
-		subprocess.once('exit', () => reject(new Error(`exited before printing ${line}: ${seen}`)));
-	});
-}
 
 function startLongRun(sandbox: Sandbox, script: string) {
 	return scratchRun(sandbox, ['--', 'sh', '-c', script], {

@@ -223,3 +223,17 @@ export async function eventually(condition: () => boolean, timeoutMs = 5000): Pr
 
 	return condition();
 }
+
+/** Resolve once the running command has printed a line (it is then surely running inside its view). */
+export async function waitForLine(subprocess: ResultPromise, line: string): Promise<void> {
+	await new Promise<void>((resolve, reject) => {
+		let seen = '';
+		subprocess.stdout?.on('data', (chunk: Buffer) => {
+			seen += chunk.toString();
+			if (seen.split('\n').includes(line)) {
+				resolve();
+			}
+		});
+		subprocess.once('exit', () => reject(new Error(`exited before printing ${line}: ${seen}`)));
+	});
+}
