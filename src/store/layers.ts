@@ -1,10 +1,11 @@
-import {existsSync, mkdirSync, readdirSync, readFileSync, renameSync, statSync} from 'node:fs';
+import {existsSync, mkdirSync, readFileSync, renameSync, statSync} from 'node:fs';
 import path from 'node:path';
 import {LimitError, NotFoundError} from '../errors.js';
 import {measureUpper} from '../run/upper-stats.js';
 import {syncDirectory, writeFileAtomic} from '../system/atomic-file.js';
 import {crashPoint} from '../system/crash-point.js';
 import {randomId} from '../system/random-id.js';
+import {readDirectoryOrEmpty} from '../system/read-directory.js';
 import type {Store} from './store.js';
 
 /** The kernel's limit on lower layers in one overlay mount (OVL_MAX_STACK); the source tree is one of them. */
@@ -102,26 +103,23 @@ export function requireLayer(store: Store, id: string, reachedFrom: string): Lay
 
 /** What is in `layers/`: complete layers, and the parts of half-made ones (a tree or a record alone). */
 export function scanLayers(store: Store): {complete: string[]; halfMade: string[]; temporary: string[]} {
-	let names: string[];
-	try {
-		names = readdirSync(store.layersDir);
-	} catch {
-		return {complete: [], halfMade: [], temporary: []};
+	const trees = new Set<string>();
+	const records = new Set<string>();
+	const temporary: string[] = [];
+	for (const name of readDirectoryOrEmpty(store.layersDir)) {
+		if (isLayerId(name)) {
+			trees.add(name);
+		} else if (name.endsWith('.json') && isLayerId(name.slice(0, -5))) {
+			records.add(name.slice(0, -5));
+		} else {
+			temporary.push(name);
+		}
 	}
 
-	const trees = new Set(names.filter((name) => isLayerId(name)));
-	const records = new Set(
-		names
-			.filter((name) => name.endsWith('.json') && isLayerId(name.slice(0, -5)))
-			.map((name) => name.slice(0, -5)),
-	);
 	const complete = [...trees].filter((id) => records.has(id)).sort();
 	const halfMade = [...new Set([...trees, ...records])]
 		.filter((id) => !(trees.has(id) && records.has(id)))
 		.sort();
-	const temporary = names
-		.filter((name) => !trees.has(name) && !name.endsWith('.json'))
-		.concat(names.filter((name) => name.endsWith('.json') && !isLayerId(name.slice(0, -5))));
 	return {complete, halfMade, temporary};
 }
 

@@ -1,6 +1,7 @@
-import {mkdirSync, readdirSync, readFileSync, rmSync} from 'node:fs';
+import {mkdirSync, readFileSync, rmSync} from 'node:fs';
 import path from 'node:path';
 import {writeFileAtomic} from '../system/atomic-file.js';
+import {readDirectoryOrEmpty} from '../system/read-directory.js';
 import {nameFromRefFile, refFileName} from './names.js';
 import type {Store} from './store.js';
 
@@ -57,15 +58,8 @@ export function removeRef(store: Store, name: string): boolean {
 
 /** Every name in the store, sorted. */
 export function listRefs(store: Store): Ref[] {
-	let files: string[];
-	try {
-		files = readdirSync(store.refsDir);
-	} catch {
-		return [];
-	}
-
 	const refs: Ref[] = [];
-	for (const file of files.sort()) {
+	for (const file of readDirectoryOrEmpty(store.refsDir)) {
 		const name = nameFromRefFile(file);
 		const ref = name === undefined || file.startsWith('.') ? undefined : readRef(store, name);
 		if (ref) {

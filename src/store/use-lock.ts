@@ -1,9 +1,10 @@
-import {mkdirSync, readdirSync, rmSync, writeFileSync} from 'node:fs';
+import {mkdirSync, rmSync, writeFileSync} from 'node:fs';
 import path from 'node:path';
 import {setTimeout as sleep} from 'node:timers/promises';
 import {holdFileLock} from '../system/flock-hold.js';
 import {currentProcessIdentity} from '../system/process-identity.js';
 import {randomId} from '../system/random-id.js';
+import {readDirectoryOrEmpty} from '../system/read-directory.js';
 import {isLeaseNameAlive, leaseName} from './lease-names.js';
 import type {Store} from './store.js';
 
@@ -35,12 +36,7 @@ function withdraw(file: string): void {
 
 /** Live holders of one kind (other than `self`); the dead ones' files are removed on the way. */
 function liveHolders(store: Store, kind: 'use' | 'gc', self?: string): string[] {
-	let names: string[];
-	try {
-		names = readdirSync(store.locksDir);
-	} catch {
-		return [];
-	}
+	const names = readDirectoryOrEmpty(store.locksDir);
 
 	const live: string[] = [];
 	for (const name of names) {
