@@ -1,4 +1,4 @@
-import {existsSync, mkdirSync, readFileSync, renameSync, rmSync} from 'node:fs';
+import {existsSync, mkdirSync, renameSync, rmSync} from 'node:fs';
 import path from 'node:path';
 import {writeFileAtomic} from '../system/atomic-file.js';
 import {crashPoint} from '../system/crash-point.js';
@@ -7,7 +7,7 @@ import {readDirectoryOrEmpty} from '../system/read-directory.js';
 import {layerTreePath, readLayer, scanLayers} from './layers.js';
 import {leaseName} from './lease-names.js';
 import {listRefs} from './refs.js';
-import {findAbandoned, type RunRecord, runEntries} from './runs.js';
+import {findAbandoned, readRunRecord, runEntries} from './runs.js';
 import {openExistingStore, type Store} from './store.js';
 import {deleteTreesNow, listTrash, measureTrees} from './trash.js';
 import {holdStoreCollection} from './use-lock.js';
@@ -35,14 +35,6 @@ export type GcReport = {
 	bytesFreed: number;
 };
 
-function readJson<T>(file: string): T | undefined {
-	try {
-		return JSON.parse(readFileSync(file, 'utf8')) as T;
-	} catch {
-		return undefined;
-	}
-}
-
 /**
 A kept run whose promotion was interrupted after its upper became a layer, but before a name pointed at
 the layer, is put back as it was: the layer's tree returns to the run. One whose layer was named is
@@ -58,7 +50,7 @@ async function repairInterruptedPromotions(
 	for (const runId of readDirectoryOrEmpty(store.keptDir)) {
 		const directory = path.join(store.keptDir, runId);
 		const recordPath = path.join(directory, runEntries.record);
-		const run = readJson<RunRecord>(recordPath);
+		const run = readRunRecord(directory, runEntries.record);
 		const upper = path.join(directory, runEntries.upper);
 		if (!run) {
 			// keepRun writes the record before the run dir arrives here, so this is debris.
@@ -98,14 +90,14 @@ async function repairInterruptedPromotions(
 function markReachable(store: Store): Set<string> {
 	const roots: string[] = listRefs(store).map((ref) => ref.layer);
 	for (const runId of readDirectoryOrEmpty(store.runsDir)) {
-		const lease = readJson<RunRecord>(path.join(store.runsDir, runId, runEntries.lease));
+		const lease = readRunRecord(path.join(store.runsDir, runId), runEntries.lease);
 		if (lease && isProcessAlive(lease.owner)) {
 			roots.push(...(lease.layers ?? []));
 		}
 	}
 
 	for (const runId of readDirectoryOrEmpty(store.keptDir)) {
-		const run = readJson<RunRecord>(path.join(store.keptDir, runId, runEntries.record));
+		const run = readRunRecord(path.join(store.keptDir, runId), runEntries.record);
 		if (run) {
 			roots.push(...(run.layers ?? []));
 		}

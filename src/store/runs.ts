@@ -63,9 +63,10 @@ export function createRunDirectory(store: Store, record: RunRecord): string {
 	return runDirectory;
 }
 
-function readLease(runDirectory: string): RunRecord | undefined {
+/** A run's lease (`runEntries.lease`) or a kept run's record (`runEntries.record`); undefined if unreadable. */
+export function readRunRecord(runDirectory: string, entry: string): RunRecord | undefined {
 	try {
-		return JSON.parse(readFileSync(path.join(runDirectory, runEntries.lease), 'utf8')) as RunRecord;
+		return JSON.parse(readFileSync(path.join(runDirectory, entry), 'utf8')) as RunRecord;
 	} catch {
 		return undefined;
 	}
@@ -76,7 +77,7 @@ export function findAbandoned(store: Store): Array<{directory: string; trashName
 	const abandoned: Array<{directory: string; trashName: string}> = [];
 	for (const id of readDirectoryOrEmpty(store.runsDir)) {
 		const directory = path.join(store.runsDir, id);
-		const lease = readLease(directory);
+		const lease = readRunRecord(directory, runEntries.lease);
 		// A run dir always arrives with its lease, so one without a readable lease is debris.
 		if (!lease || !isProcessAlive(lease.owner)) {
 			abandoned.push({directory, trashName: `run-${id}`});
