@@ -20,7 +20,8 @@ const requireBanner = {
 };
 
 await Promise.all([
-	build({...common, entryPoints: ['src/cli.ts'], outfile: 'dist/cli.cjs', format: 'cjs', external: ['./cli/commands.js']}),
+	build({...common, entryPoints: ['src/cli.ts'], outfile: 'dist/cli.cjs', format: 'cjs', external: ['./cli/commands.js', './cli/ws-cli.js']}),
+	build({...common, entryPoints: ['src/cli/ws-cli.ts'], outfile: 'dist/cli/ws-cli.js', format: 'esm', banner: requireBanner}),
 	build({...common, entryPoints: ['src/cli/commands.ts'], outfile: 'dist/cli/commands.js', format: 'esm', banner: requireBanner}),
 	build({...common, entryPoints: ['src/index.ts'], outfile: 'dist/index.js', format: 'esm', banner: requireBanner}),
 ]);

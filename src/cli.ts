@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 /*
-The `scratch` command. `run` is on the hot path of every CI step, so it is bundled into this file and
-loads nothing else; every other command (and `run --help`) loads the yargs CLI on demand.
+The `scratch` command. `run` (and `ws run`) is on the hot path of every CI step, so it is bundled into
+this file and loads nothing else; every other command (and `run --help`) loads the yargs CLI on demand.
 */
 import {runCli} from './cli/run-cli.js';
 
@@ -13,6 +13,14 @@ async function main(argv: string[]): Promise<number> {
 
 	if (argv[0] === 'run') {
 		return runCli(argv.slice(1), {showHelp: () => runCommands(['run', '--help'])});
+	}
+
+	// `ws run` is a CI step too; `ws init` takes a command the same way.
+	if (argv[0] === 'ws' && (argv[1] === 'run' || argv[1] === 'init')) {
+		const subcommand = argv[1];
+		const {wsInitCli, wsRunCli} = await import('./cli/ws-cli.js');
+		const cli = subcommand === 'run' ? wsRunCli : wsInitCli;
+		return cli(argv.slice(2), {showHelp: () => runCommands(['ws', subcommand, '--help'])});
 	}
 
 	return runCommands(argv);

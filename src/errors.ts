@@ -30,6 +30,12 @@ export class ExistsError extends ScratchError {
 	override readonly code = 'ERR_SCRATCH_EXISTS';
 }
 
+/** What was asked for is in use by someone else: a workspace with a run in progress. */
+export class BusyError extends ScratchError {
+	override name = 'BusyError';
+	override readonly code = 'ERR_SCRATCH_BUSY';
+}
+
 /** A limit of the kernel or of scratch would be passed: too many layers, too long a mount option. */
 export class LimitError extends ScratchError {
 	override name = 'LimitError';

@@ -8,6 +8,7 @@ const defaults: RunArguments = {
 	bases: [],
 	backend: 'auto',
 	tmpfs: [],
+	touch: [],
 	verbose: false,
 	help: false,
 	command: [],

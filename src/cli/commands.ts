@@ -5,11 +5,29 @@ import {squashLayer} from '../layer/squash.js';
 import {collectGarbage} from '../store/gc.js';
 import {inspectLayer, listSnapshots, promoteRun, removeSnapshots, tagSnapshot} from '../store/snapshots.js';
 import {defaultStorePath} from '../store/store.js';
+import {
+	cleanWorkspace,
+	listWorkspaceSnapshots,
+	listWorkspaces,
+	removeWorkspaceSnapshot,
+	rollbackWorkspace,
+	scrubWorkspace,
+	snapshotWorkspace,
+} from '../workspace/workspaces.js';
 import {renderDiff} from './render-diff.js';
 import {formatCommand, renderGcReport, renderLayerDetails, renderSnapshots} from './render-store.js';
+import {
+	renderWorkspaceRemoval,
+	renderWorkspaceReset,
+	renderWorkspaceScrub,
+	renderWorkspaceSnapshot,
+	renderWorkspaceSnapshots,
+	renderWorkspaces,
+} from './render-workspace.js';
 import {exitCodeFor, reportError} from './report-error.js';
-import {runOptionSpecs} from './run-arguments.js';
+import {type RunOptionSpec, runOptionSpecs} from './run-arguments.js';
 import {runCli} from './run-cli.js';
+import {wsInitCli, wsInitOptionSpecs, wsRunCli, wsRunOptionSpecs} from './ws-cli.js';
 
 declare const SCRATCH_VERSION: string;
 
@@ -32,9 +50,158 @@ function print<T>(json: boolean, value: T, render: (value: T) => string): void {
 	process.stdout.write(json ? `${JSON.stringify(value, undefined, '\t')}\n` : render(value));
 }
 
+const workspaceCommandNames = [
+	'init',
+	'run',
+	'snapshot',
+	'rollback',
+	'clean',
+	'snapshots',
+	'rm',
+	'scrub',
+	'ls',
+];
+
+function addOptionSpecs<T>(command: Argv<T>, specs: readonly RunOptionSpec[]): Argv<T> {
+	for (const spec of specs) {
+		command.option(spec.name, {
+			type: spec.type,
+			...(spec.array ? {array: true} : {}),
+			...(spec.choices ? {choices: spec.choices} : {}),
+			description: spec.description,
+		});
+	}
+
+	return command;
+}
+
+/** `scratch ws ...`. `ws init` and `ws run` only show their help here: they run on the fast path (ws-cli.ts). */
+function workspaceCommands<T>(ws: Argv<T>, argv: readonly string[]): Argv<T> {
+	const afterSubcommand = () => argv.slice(argv.indexOf('ws') + 2);
+	const help = (subcommand: string) => async () => main(['ws', subcommand, '--help']);
+	const workspace = {type: 'string', demandOption: true, description: 'The workspace'} as const;
+	const snapshot = {
+		type: 'string',
+		demandOption: true,
+		description: 'A snapshot name (one segment)',
+	} as const;
+	return ws
+		.usage(
+			'$0 ws <command> WS ...\n\nA workspace keeps its writes across runs, on top of a current snapshot.',
+		)
+		.command(
+			'init <workspace> [command..]',
+			'Make a workspace (after an optional init command); its start is snapshot WS/postinit',
+			(command) =>
+				addOptionSpecs(command, wsInitOptionSpecs)
+					.positional('workspace', workspace)
+					.usage('$0 ws init WS [--src DIR] [--base NAME]... [-- CMD [ARG...]]')
+					.example('$0 ws init dev --src . -- npm ci', 'install once; every ws run starts there')
+					.epilogue('Exit status: 0 made; 1 not made (the init command failed, or scratch did); 2 bad usage.')
+					.strict(false),
+			async () => {
+				exitCode = await wsInitCli(afterSubcommand(), {showHelp: help('init')});
+			},
+		)
+		.command(
+			'run <workspace> [command..]',
+			"Run a command in the workspace: it sees the current snapshot and earlier runs' writes; its writes stay",
+			(command) =>
+				addOptionSpecs(command, wsRunOptionSpecs)
+					.positional('workspace', workspace)
+					.usage('$0 ws run WS [options] -- CMD [ARG...]')
+					.example("$0 ws run dev --touch 'var/lib/rpm/*' -- rpm -qa", 'copy the rpm database up first')
+					.epilogue(
+						"Exit status: the command's own; 126 cannot execute, 127 not found, 128+N killed by signal N, 125 scratch failed (also: busy with --no-wait).",
+					)
+					.strict(false),
+			async () => {
+				exitCode = await wsRunCli(afterSubcommand(), {showHelp: help('run')});
+			},
+		)
+		.command(
+			'snapshot <workspace> <name>',
+			'Freeze the writes so far as snapshot WS/NAME, which becomes current',
+			(command) => storeOption(command).positional('workspace', workspace).positional('name', snapshot),
+			async (options) => {
+				const taken = await snapshotWorkspace({
+					...storeOf(options),
+					workspace: options.workspace,
+					name: options.name,
+				});
+				print(options.json, taken, renderWorkspaceSnapshot);
+			},
+		)
+		.command(
+			'rollback <workspace> <name>',
+			'Drop the writes; snapshot WS/NAME becomes current',
+			(command) => storeOption(command).positional('workspace', workspace).positional('name', snapshot),
+			async (options) => {
+				const reset = await rollbackWorkspace({
+					...storeOf(options),
+					workspace: options.workspace,
+					name: options.name,
+				});
+				print(options.json, reset, (value) =>
+					renderWorkspaceReset(value, `${value.workspace}/${options.name}`),
+				);
+			},
+		)
+		.command(
+			'clean <workspace>',
+			'Drop the writes since the current snapshot',
+			(command) => storeOption(command).positional('workspace', workspace),
+			async (options) => {
+				const reset = await cleanWorkspace({...storeOf(options), workspace: options.workspace});
+				print(options.json, reset, (value) => renderWorkspaceReset(value, 'its current snapshot'));
+			},
+		)
+		.command(
+			'snapshots <workspace>',
+			'List the snapshots, current ones marked with *',
+			(command) => storeOption(command).positional('workspace', workspace),
+			async (options) => {
+				const listing = await listWorkspaceSnapshots({...storeOf(options), workspace: options.workspace});
+				print(options.json, listing, renderWorkspaceSnapshots);
+			},
+		)
+		.command(
+			'rm <workspace> <name>',
+			'Remove a snapshot name (even the current one); its layer is freed once nothing reaches it',
+			(command) => storeOption(command).positional('workspace', workspace).positional('name', snapshot),
+			async (options) => {
+				const removal = await removeWorkspaceSnapshot({
+					...storeOf(options),
+					workspace: options.workspace,
+					name: options.name,
+				});
+				print(options.json, removal, renderWorkspaceRemoval);
+			},
+		)
+		.command(
+			'scrub <workspace>',
+			'Remove the workspace, its snapshot names and every layer only it reaches',
+			(command) => storeOption(command).positional('workspace', workspace),
+			async (options) => {
+				const scrub = await scrubWorkspace({...storeOf(options), workspace: options.workspace});
+				print(options.json, scrub, renderWorkspaceScrub);
+			},
+		)
+		.command(
+			'ls',
+			'List the workspaces',
+			(command) => storeOption(command),
+			async (options) => {
+				print(options.json, await listWorkspaces(storeOf(options)), renderWorkspaces);
+			},
+		);
+}
+
 /** The full CLI, for every command but the `run` fast path. Returns the exit status. */
+let exitCode = 0;
+
 export async function main(argv: readonly string[]): Promise<number> {
-	let exitCode = 0;
+	exitCode = 0;
 	const parser = yargs([...argv])
 		.scriptName('scratch')
 		.usage(
@@ -44,17 +211,8 @@ export async function main(argv: readonly string[]): Promise<number> {
 		.command(
 			'run [command..]',
 			'Run a command in a throwaway view of the source tree; exits with its status (125: scratch failed)',
-			(command) => {
-				for (const spec of runOptionSpecs) {
-					command.option(spec.name, {
-						type: spec.type,
-						...(spec.array ? {array: true} : {}),
-						...(spec.choices ? {choices: spec.choices} : {}),
-						description: spec.description,
-					});
-				}
-
-				return command
+			(command) =>
+				addOptionSpecs(command, runOptionSpecs)
 					.positional('command', {type: 'string', array: true, description: 'The command, after --'})
 					.usage('$0 run [options] -- CMD [ARG...]')
 					.epilogue(
@@ -62,8 +220,7 @@ export async function main(argv: readonly string[]): Promise<number> {
 					)
 					.example('$0 run -- make', 'build; the source tree is untouched afterwards')
 					.example('$0 run --keep --tmpfs /tmp -- ./configure', 'keep the writes for later')
-					.strict(false);
-			},
+					.strict(false),
 			async () => {
 				const withoutCommandName = [...argv];
 				withoutCommandName.splice(withoutCommandName.indexOf('run'), 1);
@@ -183,6 +340,9 @@ export async function main(argv: readonly string[]): Promise<number> {
 				);
 			},
 		)
+		.command('ws', 'Workspaces: persistent writable states with snapshots, rollback, clean and scrub', (ws) =>
+			workspaceCommands(ws, argv).demandCommand(1, 'no ws command given (see scratch ws --help)'),
+		)
 		.demandCommand(1, 'no command given')
 		.strict()
 		.help()
@@ -193,12 +353,20 @@ export async function main(argv: readonly string[]): Promise<number> {
 				throw error;
 			}
 
-			const known = ['run', 'ls', 'inspect', 'tag', 'rm', 'diff', 'promote', 'gc', 'squash'];
-			const [first] = argv;
-			const text =
-				first && !first.startsWith('-') && !known.includes(first)
-					? `unknown command '${first}' (commands: ${known.join(', ')})`
-					: message.charAt(0).toLowerCase() + message.slice(1);
+			const known = ['run', 'ls', 'inspect', 'tag', 'rm', 'diff', 'promote', 'gc', 'squash', 'ws'];
+			const [first, second] = argv;
+			let text = message.charAt(0).toLowerCase() + message.slice(1);
+			if (first && !first.startsWith('-') && !known.includes(first)) {
+				text = `unknown command '${first}' (commands: ${known.join(', ')})`;
+			} else if (
+				first === 'ws' &&
+				second &&
+				!second.startsWith('-') &&
+				!workspaceCommandNames.includes(second)
+			) {
+				text = `unknown command 'ws ${second}' (ws commands: ${workspaceCommandNames.join(', ')})`;
+			}
+
 			throw new UsageError(`${text}; see scratch --help`);
 		});
 

@@ -14,7 +14,7 @@ export function formatBytes(bytes: number): string {
 	return `${unit === 0 ? value : value.toFixed(1)} ${units[unit]}`;
 }
 
-function plural(count: number, singular: string, pluralForm = `${singular}s`): string {
+export function plural(count: number, singular: string, pluralForm = `${singular}s`): string {
 	return `${count} ${count === 1 ? singular : pluralForm}`;
 }
 
@@ -65,7 +65,7 @@ export function renderSnapshots(entries: SnapshotEntry[], width = 100): string {
 			formatBytes(entry.size),
 			String(entry.files),
 			formatTime(entry.created),
-			entry.origin === 'run' ? formatCommand(entry.command) : `(${entry.origin})`,
+			entry.command.length > 0 ? formatCommand(entry.command) : `(${entry.origin})`,
 		]),
 	];
 	const lines = alignColumns(rows).split('\n');
@@ -98,7 +98,7 @@ export function renderLayerDetails(details: LayerDetails): string {
 			entry.id,
 			entry.names.join(',') || '-',
 			formatTime(entry.created),
-			entry.origin === 'run' ? formatCommand(entry.command) : `(${entry.origin})`,
+			entry.command.length > 0 ? formatCommand(entry.command) : `(${entry.origin})`,
 		]);
 	return `${alignColumns(fields.map(([key, value]) => [`${key}:`, value]))}\nchain (top first):\n${alignColumns(
 		chain,
@@ -118,6 +118,10 @@ export function renderGcReport(report: GcReport): string {
 		plural(report.abandonedTemporary.length, 'abandoned temporary entry', 'abandoned temporary entries'),
 		plural(report.trashEntries.length, 'trash entry', 'trash entries'),
 	];
+	if (report.abandonedWorkspaces.length > 0) {
+		parts.splice(-1, 0, plural(report.abandonedWorkspaces.length, 'abandoned workspace'));
+	}
+
 	const repaired =
 		report.repairedRuns.length > 0
 			? `; put back ${plural(report.repairedRuns.length, 'kept run')} whose promotion was interrupted`

@@ -49,6 +49,14 @@ export const runOptionSpecs: readonly RunOptionSpec[] = [
 		description: 'auto (kernel as root, else userns), kernel, or userns',
 	},
 	{
+		name: 'touch',
+		type: 'string',
+		array: true,
+		placeholder: 'GLOB',
+		description:
+			"Copy files matching GLOB (relative to the view's root) up before the command starts; repeatable",
+	},
+	{
 		name: 'tmpfs',
 		type: 'string',
 		array: true,
@@ -79,6 +87,7 @@ export type RunArguments = {
 	promote?: string;
 	backend: string;
 	tmpfs: string[];
+	touch: string[];
 	jsonFile?: string;
 	store?: string;
 	verbose: boolean;
@@ -86,14 +95,28 @@ export type RunArguments = {
 	command: string[];
 };
 
-const specsByName = new Map(runOptionSpecs.map((spec) => [spec.name, spec]));
+/** Options, leading words and the command of a command line that ends with `-- CMD [ARG...]`. */
+export type ParsedCommandLine = {
+	values: Map<string, string[]>;
+	/** The words before the command that are not options (`WS` of `ws run WS -- CMD`). */
+	positionals: string[];
+	help: boolean;
+	command: string[];
+};
 
 /**
-Parse `scratch run` arguments without loading yargs (it costs ~40 ms of start-up, a third of the whole
-run). Options end at `--` or at the first word that is not an option; the rest is the command.
+Parse a command line of options, `positionalCount` leading words and a command, without loading yargs
+(it costs ~40 ms of start-up, a third of a whole run). Options end at `--` or at the first word that is
+not an option once the leading words are taken; the rest is the command.
 */
-export function parseRunArguments(argv: readonly string[]): RunArguments {
+export function parseCommandLine(
+	argv: readonly string[],
+	specs: readonly RunOptionSpec[],
+	{usage, positionalCount = 0}: {usage: string; positionalCount?: number},
+): ParsedCommandLine {
+	const specsByName = new Map(specs.map((spec) => [spec.name, spec]));
 	const values = new Map<string, string[]>();
+	const positionals: string[] = [];
 	let help = false;
 	let index = 0;
 	for (; index < argv.length; index++) {
@@ -109,6 +132,11 @@ export function parseRunArguments(argv: readonly string[]): RunArguments {
 		}
 
 		if (!argument.startsWith('-') || argument === '-') {
+			if (positionals.length < positionalCount) {
+				positionals.push(argument);
+				continue;
+			}
+
 			break;
 		}
 
@@ -116,13 +144,13 @@ export function parseRunArguments(argv: readonly string[]): RunArguments {
 		const name = argument.slice(2, equals === -1 ? undefined : equals);
 		const spec = argument.startsWith('--') ? specsByName.get(name) : undefined;
 		if (!spec) {
-			if (name === 'json' && argument.startsWith('--')) {
+			if (name === 'json' && argument.startsWith('--') && specsByName.has('json-file')) {
 				throw new UsageError(
-					'scratch run writes its summary with --json-file FILE, not --json: stdout belongs to the command',
+					`${usage} writes its summary with --json-file FILE, not --json: stdout belongs to the command`,
 				);
 			}
 
-			throw new UsageError(`unknown option ${argument} for scratch run; see scratch run --help`);
+			throw new UsageError(`unknown option ${argument} for ${usage}; see ${usage} --help`);
 		}
 
 		let value: string;
@@ -160,6 +188,12 @@ export function parseRunArguments(argv: readonly string[]): RunArguments {
 		values.set(name, [...(previous ?? []), value]);
 	}
 
+	return {values, positionals, help, command: argv.slice(index)};
+}
+
+/** Parse `scratch run` arguments (see parseCommandLine). */
+export function parseRunArguments(argv: readonly string[]): RunArguments {
+	const {values, help, command} = parseCommandLine(argv, runOptionSpecs, {usage: 'scratch run'});
 	const single = (name: string) => values.get(name)?.[0];
 	const src = single('src');
 	const jsonFile = single('json-file');
@@ -173,10 +207,11 @@ export function parseRunArguments(argv: readonly string[]): RunArguments {
 		...(promote === undefined ? {} : {promote}),
 		backend: single('backend') ?? 'auto',
 		tmpfs: values.get('tmpfs') ?? [],
+		touch: values.get('touch') ?? [],
 		...(jsonFile === undefined ? {} : {jsonFile}),
 		...(store === undefined ? {} : {store}),
 		verbose: values.has('verbose'),
 		help,
-		command: argv.slice(index),
+		command,
 	};
 }

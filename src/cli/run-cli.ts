@@ -3,14 +3,14 @@ import path from 'node:path';
 import {InvalidPathError} from '../errors.js';
 import type {BackendChoice} from '../run/backend.js';
 import {signalNumber} from '../run/namespace.js';
-import {type RunResult, startRun} from '../run/run.js';
+import {type RunHandle, type RunResult, startRun} from '../run/run.js';
 import {writeFileAtomic} from '../system/atomic-file.js';
 import {reportError} from './report-error.js';
 import {parseRunArguments} from './run-arguments.js';
 
 /** `run` fails with 125 whenever scratch itself fails, so its status never collides with the command's. */
-const scratchFailed = 125;
-const forwardedSignals: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT'];
+export const scratchFailed = 125;
+export const forwardedSignals: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT'];
 
 /**
 `scratch run`: returns the exit status. `showHelp` prints `run --help` (it lives with yargs, which the
@@ -28,10 +28,7 @@ export async function runCli(
 			return await showHelp();
 		}
 
-		const jsonFile = parsed.jsonFile === undefined ? undefined : path.resolve(parsed.jsonFile);
-		if (jsonFile) {
-			checkJsonFileDirectory(jsonFile, parsed.jsonFile as string);
-		}
+		const jsonFile = jsonFileOf(parsed.jsonFile);
 
 		const run = startRun({
 			command: parsed.command,
@@ -43,6 +40,7 @@ export async function runCli(
 			...(parsed.promote === undefined ? {} : {promote: parsed.promote}),
 			backend: parsed.backend as BackendChoice,
 			tmpfs: parsed.tmpfs,
+			touch: parsed.touch,
 			measure: jsonFile !== undefined,
 			onEvent(event) {
 				if (event.type === 'kept') {
@@ -58,28 +56,51 @@ export async function runCli(
 				}
 			},
 		});
-		const forward = (signal: NodeJS.Signals) => run.kill(signal);
-		for (const signal of forwardedSignals) {
-			process.on(signal, forward);
-		}
-
-		let result: RunResult;
-		try {
-			result = await run.result;
-		} finally {
-			for (const signal of forwardedSignals) {
-				process.off(signal, forward);
-			}
-		}
-
-		if (jsonFile) {
-			await writeFileAtomic(jsonFile, `${JSON.stringify(result, undefined, '\t')}\n`, {durable: false});
-		}
-
-		return result.interruptedBy ? 128 + signalNumber(result.interruptedBy) : result.exitCode;
+		const result = await withForwardedSignals(run);
+		await writeJsonFile(jsonFile, result);
+		return exitStatusOfRun(result);
 	} catch (error) {
 		reportError(error, {verbose});
 		return scratchFailed;
+	}
+}
+
+/** Wait for a run, passing SIGINT, SIGTERM, SIGHUP and SIGQUIT on to its command meanwhile. */
+export async function withForwardedSignals(run: RunHandle): Promise<RunResult> {
+	const forward = (signal: NodeJS.Signals) => run.kill(signal);
+	for (const signal of forwardedSignals) {
+		process.on(signal, forward);
+	}
+
+	try {
+		return await run.result;
+	} finally {
+		for (const signal of forwardedSignals) {
+			process.off(signal, forward);
+		}
+	}
+}
+
+/** scratch's exit status for a finished run: the command's, or 128+N when signal N was passed on. */
+export function exitStatusOfRun(result: RunResult): number {
+	return result.interruptedBy ? 128 + signalNumber(result.interruptedBy) : result.exitCode;
+}
+
+/** `--json-file FILE`: the absolute path, after checking its directory exists; undefined when not given. */
+export function jsonFileOf(requested: string | undefined): string | undefined {
+	if (requested === undefined) {
+		return undefined;
+	}
+
+	const jsonFile = path.resolve(requested);
+	checkJsonFileDirectory(jsonFile, requested);
+	return jsonFile;
+}
+
+/** Write a summary to the `--json-file`, if one was given. */
+export async function writeJsonFile(jsonFile: string | undefined, summary: unknown): Promise<void> {
+	if (jsonFile) {
+		await writeFileAtomic(jsonFile, `${JSON.stringify(summary, undefined, '\t')}\n`, {durable: false});
 	}
 }
 

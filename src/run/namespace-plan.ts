@@ -23,6 +23,13 @@ export type NamespacePlan = {
 	/** The run's id: its upper and work dirs are `../runs/ID/upper` and `../runs/ID/work` from `layers/`. */
 	runId: string;
 	/**
+	A persistent upper and work dir elsewhere in the store (a workspace's), relative to `layersDirectory`;
+	the overlay is then always mounted from there.
+	*/
+	writable?: {upper: string; work: string};
+	/** Globs, relative to the view's root, whose matching files are copied up before the command starts. */
+	touch?: string[];
+	/**
 	Private tmpfs mounts; `create` ones lie inside the view (their mount point, if missing, is a discarded
 	write), the others elsewhere in the namespace (their mount point must exist on the host).
 	*/
@@ -46,17 +53,19 @@ export function buildOverlayOptions({
 	volatile,
 	layers = [],
 	runId = '',
+	writable,
 }: {
 	volatile: boolean;
 	layers?: readonly string[];
 	runId?: string;
+	writable?: {upper: string; work: string} | undefined;
 }): string {
 	const lowers = [...layers].reverse().concat('/proc/self/fd/5');
 	const runPath = layers.length > 0 ? `../runs/${runId}/` : '';
 	const options = [
 		`lowerdir=${lowers.join(':')}`,
-		`upperdir=${runPath}upper`,
-		`workdir=${runPath}work`,
+		`upperdir=${writable?.upper ?? `${runPath}upper`}`,
+		`workdir=${writable?.work ?? `${runPath}work`}`,
 		// One portable layer format for root and rootless (see DESIGN: Layer format).
 		'userxattr',
 		'index=off',
@@ -69,9 +78,24 @@ export function buildOverlayOptions({
 	return options.join(',');
 }
 
+/** The overlay's mount options for a plan. */
+export function overlayOptionsOf(plan: NamespacePlan): string {
+	return buildOverlayOptions({
+		volatile: plan.volatile,
+		layers: plan.layers,
+		runId: plan.runId,
+		writable: plan.writable,
+	});
+}
+
+/** Whether the overlay is mounted from the store's `layers/` dir (else from the run's own dir). */
+export function mountsFromLayers(plan: NamespacePlan): boolean {
+	return plan.layers.length > 0 || plan.writable !== undefined;
+}
+
 /** Fail clearly, before anything is created, when the overlay's options would not fit mount(2). */
 export function checkMountOptions(plan: NamespacePlan): void {
-	const options = buildOverlayOptions({volatile: plan.volatile, layers: plan.layers, runId: plan.runId});
+	const options = overlayOptionsOf(plan);
 	if (options.length > maxMountOptionsLength) {
 		throw new LimitError(
 			`the overlay's mount options for ${plan.layers.length} layers are ${options.length} bytes, more than mount(2)'s ${maxMountOptionsLength}; flatten the stack with scratch squash NAME --as NEW`,
@@ -113,6 +137,28 @@ tmpfs() {
 	mount_point "$1" "$2"
 	"$mount" -t tmpfs -o mode=1777,nosuid,nodev scratch-tmpfs "$2" || fail tmpfs "$2"
 }
+# Opening a file for appending copies it up without changing its data or times.
+copy_up() {
+	[ -L "$1" ] && return 0
+	if [ -f "$1" ]; then
+		: >>"$1" || fail touch "$1"
+	elif [ -d "$1" ]; then
+		for entry in "$1"/* "$1"/.[!.]* "$1"/..?*; do
+			[ -e "$entry" ] || [ -L "$entry" ] || continue
+			copy_up "$entry"
+		done
+	fi
+}
+touch_glob() {
+	(
+		cd -- "$target" || fail touch "$target"
+		IFS=''
+		for match in $1; do
+			[ -e "$match" ] || continue
+			copy_up "$match"
+		done
+	) || exit 125
+}
 command exec 5<"$source" || fail source "$source"
 cd -- "$mount_dir" || fail layers "$mount_dir"
 count=$1
@@ -121,6 +167,9 @@ while [ "$count" -gt 0 ]; do tmpfs "$1" "$2"; shift 2; count=$((count - 1)); don
 mount_point "$target_mode" "$target"
 "$mount" -t overlay -o "$options" scratch "$target" || fail overlay "$target"
 exec 5<&-
+count=$1
+shift
+while [ "$count" -gt 0 ]; do touch_glob "$1"; shift; count=$((count - 1)); done
 count=$1
 shift
 while [ "$count" -gt 0 ]; do tmpfs "$1" "$2"; shift 2; count=$((count - 1)); done
@@ -215,10 +264,12 @@ export function buildNamespaceCommand(
 			plan.target,
 			targetMode,
 			plan.workingDirectory,
-			buildOverlayOptions({volatile: plan.volatile, layers: plan.layers, runId: plan.runId}),
-			plan.layers.length > 0 ? plan.layersDirectory : '.',
+			overlayOptionsOf(plan),
+			mountsFromLayers(plan) ? plan.layersDirectory : '.',
 			String(outsideView.length),
 			...outsideView.flat(),
+			String(plan.touch?.length ?? 0),
+			...(plan.touch ?? []),
 			String(insideView.length),
 			...insideView.flat(),
 			'--',

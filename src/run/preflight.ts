@@ -116,3 +116,28 @@ export function checkTmpfsMountPoint(mountPoint: string, requested: string): voi
 		);
 	}
 }
+
+/**
+A `--touch GLOB` as the setup expands it: relative to the view's root (a leading `/` means the same),
+never climbing out of it, and without `\n` so the shell sees one word.
+*/
+export function normalizeTouchGlob(glob: string): string {
+	const relative = glob.replace(/^\/+/, '');
+	if (relative === '' || relative.split('/').every((segment) => segment === '' || segment === '.')) {
+		throw new UsageError(
+			`--touch ${JSON.stringify(glob)} names no files; give a glob below the view's root such as 'var/lib/rpm/*'`,
+		);
+	}
+
+	if (relative.split('/').includes('..')) {
+		throw new UsageError(
+			`--touch ${glob} climbs out of the view with '..'; give a glob relative to the view's root such as 'var/lib/rpm/*'`,
+		);
+	}
+
+	if (/[\n\0]/.test(relative)) {
+		throw new UsageError(`--touch ${JSON.stringify(glob)} holds a newline or NUL; give a plain glob`);
+	}
+
+	return relative;
+}

@@ -1,5 +1,5 @@
 import path from 'node:path';
-import {describeSystemError, PermissionError, ScratchError} from '../errors.js';
+import {describeSystemError, PermissionError, ScratchError, UsageError} from '../errors.js';
 import {checkName} from '../store/names.js';
 import {layerRecordOfRun, promoteTree} from '../store/promote.js';
 import {resolveBases} from '../store/resolve.js';
@@ -16,6 +16,7 @@ import {moveToTrash, startBackgroundDeleter} from '../store/trash.js';
 import {holdStoreUse} from '../store/use-lock.js';
 import {findExecutable} from '../system/executables.js';
 import {currentProcessIdentity} from '../system/process-identity.js';
+import {syncFileSystem} from '../system/sync-file-system.js';
 import {type BackendChoice, type BackendName, selectBackend} from './backend.js';
 import {type NamespaceProcess, type StdioTarget, signalNumber, startNamespace} from './namespace.js';
 import {
@@ -30,6 +31,7 @@ import {
 	checkCommand,
 	checkStorePlacement,
 	checkTmpfsMountPoint,
+	normalizeTouchGlob,
 	relativeWorkingDirectory,
 	resolveSourceTree,
 } from './preflight.js';
@@ -58,6 +60,10 @@ export type RunOptions = {
 	backend?: BackendChoice;
 	/** Paths that get a private tmpfs in the run: relative ones inside the view, absolute ones where they are. */
 	tmpfs?: string[];
+	/** Globs, relative to the view's root, whose files are copied up before the command starts (`var/lib/rpm/*`). */
+	touch?: string[];
+	/** Internal: the writes persist in a workspace's upper instead (`scratch ws run`); see workspace/. */
+	persistent?: PersistentView;
 	/** Count files and bytes written (walks the upper dir after the command). */
 	measure?: boolean;
 	/** Environment of the command. Default: `process.env`. `SCRATCH_RUN_ID` is added. */
@@ -66,6 +72,19 @@ export type RunOptions = {
 	stdio?: [StdioTarget, StdioTarget, StdioTarget];
 	/** Progress: the CLI renders these; the library never prints. */
 	onEvent?: (event: RunEvent) => void;
+};
+
+/**
+A view whose writes persist: a workspace's `upper` and `work` dirs, and its `merged` dir as the mount
+point, so the command sees the same path in every run of the workspace.
+*/
+export type PersistentView = {
+	/** Absolute dir holding `upper`, `work` and `merged`. */
+	directory: string;
+	/** The workspace's name, recorded in the run's lease. */
+	workspace: string;
+	/** The layers to mount, bottom first; called while the store is held, so gc cannot take them meanwhile. */
+	layers(store: Store): string[];
 };
 
 /** Progress of a run. */
@@ -146,6 +165,15 @@ export function startRun(options: RunOptions): RunHandle {
 			checkName(options.promote, '--promote');
 		}
 
+		const {persistent} = options;
+		if (persistent && (options.promote !== undefined || options.keep)) {
+			throw new UsageError(
+				"a workspace's run keeps its writes in the workspace: it takes no promote or keep",
+			);
+		}
+
+		const touch = (options.touch ?? []).map((glob) => normalizeTouchGlob(glob));
+
 		const bases = options.bases ?? [];
 		const source = resolveSourceTree(options.src ?? process.cwd());
 		const backend = selectBackend(options.backend ?? 'auto');
@@ -165,9 +193,12 @@ export function startRun(options: RunOptions): RunHandle {
 			backend,
 			layers: [],
 			bases,
+			...(persistent ? {workspace: persistent.workspace} : {}),
 		};
 		const runDirectory = path.join(storeLayout(storePath).runsDir, id);
-		const target = options.inPlace ? source : path.join(runDirectory, runEntries.merged);
+		const target = options.inPlace
+			? source
+			: path.join(persistent?.directory ?? runDirectory, runEntries.merged);
 		const requestedTmpfs = options.tmpfs ?? [];
 		const tmpfs = requestedTmpfs.map((requested) => resolveTmpfsPath(requested, {source, target}));
 		const outsidePaths = tmpfs.filter((mount) => !mount.create).map((mount) => mount.path);
@@ -182,23 +213,33 @@ export function startRun(options: RunOptions): RunHandle {
 		}
 
 		// While the bases are resolved and the lease naming them is written, gc must not sweep them.
-		const hold = bases.length > 0 ? await holdStoreUse(store) : undefined;
+		const hold = bases.length > 0 || persistent ? await holdStoreUse(store) : undefined;
 		const plan: NamespacePlan = {
 			backend,
 			source,
 			target,
 			workingDirectory: path.join(target, relative),
-			volatile: !options.keep,
+			// A workspace's upper outlives the run, and a volatile mount would refuse it after a crash.
+			volatile: !options.keep && !persistent,
 			layers: [],
 			layersDirectory: store.layersDir,
 			runId: id,
+			...(persistent
+				? {
+						writable: {
+							upper: path.relative(store.layersDir, path.join(persistent.directory, runEntries.upper)),
+							work: path.relative(store.layersDir, path.join(persistent.directory, runEntries.work)),
+						},
+					}
+				: {}),
+			touch,
 			tmpfs,
 			command: options.command,
 		};
 		try {
-			const stack = resolveBases(store, bases);
-			record.layers = stack.layers;
-			plan.layers = stack.layers;
+			const layers = persistent ? persistent.layers(store) : resolveBases(store, bases).layers;
+			record.layers = layers;
+			plan.layers = layers;
 			checkMountOptions(plan);
 			try {
 				createRunDirectory(store, record);
@@ -245,13 +286,15 @@ export function startRun(options: RunOptions): RunHandle {
 			const statusNow = exitStatusOf(exit.code, exit.signal ? signalNumber(exit.signal) : undefined);
 			const promoting = options.promote !== undefined && exit.started && statusNow === 0 && !interruptedBy;
 			const keeping = Boolean(options.keep) && !promoting;
-			if (keeping) {
+			// A kept upper, or a workspace's, is used again: the overlay must be gone from it first.
+			const waitForUnmount = keeping || persistent !== undefined;
+			if (waitForUnmount) {
 				namespace.release();
 				exit = await namespace.closed;
 			}
 
 			const exitedAt = performance.now();
-			if (!keeping) {
+			if (!waitForUnmount) {
 				namespace.detach();
 			}
 
@@ -265,9 +308,8 @@ export function startRun(options: RunOptions): RunHandle {
 			}
 
 			const exitCode = exitStatusOf(exit.code, exit.signal ? signalNumber(exit.signal) : undefined);
-			const written = options.measure
-				? await measureUpper(path.join(runDirectory, runEntries.upper))
-				: undefined;
+			const upper = path.join(persistent?.directory ?? runDirectory, runEntries.upper);
+			const written = options.measure ? await measureUpper(upper) : undefined;
 			let keptUpper: string | undefined;
 			let promoted: {name: string; layer: string} | undefined;
 			let notPromoted: string | undefined;
@@ -315,6 +357,11 @@ export function startRun(options: RunOptions): RunHandle {
 				options.onEvent?.({type: 'kept', runId: id, upper: keptUpper});
 				reclaimAbandoned(store);
 			} else {
+				if (persistent) {
+					// What a workspace's run wrote is recorded once it returns: it must survive a crash.
+					await syncFileSystem(upper);
+				}
+
 				finishDiscard(store, runDirectory, id);
 			}
 

@@ -57,6 +57,12 @@ export function translateSetupFailure(output: string, backend: BackendName, stor
 			);
 		}
 
+		case 'touch': {
+			return new MountError(
+				`--touch could not copy ${subject} up into the writable layer (${detail}); check that the file is readable and writable in the view, or drop that --touch`,
+			);
+		}
+
 		case 'tmpfs': {
 			return new MountError(`cannot mount --tmpfs ${subject} (${detail})`);
 		}

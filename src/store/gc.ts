@@ -3,13 +3,22 @@ import path from 'node:path';
 import {writeFileAtomic} from '../system/atomic-file.js';
 import {crashPoint} from '../system/crash-point.js';
 import {currentProcessIdentity, isProcessAlive} from '../system/process-identity.js';
+import {randomId} from '../system/random-id.js';
 import {readDirectoryOrEmpty} from '../system/read-directory.js';
+import {
+	isAbandoned,
+	listWorkspaceNames,
+	readWorkspace,
+	type WorkspaceRecord,
+	workspaceDirectory,
+	workspaceEntries,
+} from '../workspace/records.js';
 import {layerTreePath, readLayer, scanLayers} from './layers.js';
 import {leaseName} from './lease-names.js';
 import {listRefs} from './refs.js';
 import {findAbandoned, readRunRecord, runEntries} from './runs.js';
 import {openExistingStore, type Store} from './store.js';
-import {deleteTreesNow, listTrash, measureTrees} from './trash.js';
+import {deleteTreesNow, listTrash, measureTrees, moveToTrash} from './trash.js';
 import {holdStoreCollection} from './use-lock.js';
 
 /** What `gc` freed (or, with `dryRun`, would free). */
@@ -27,6 +36,8 @@ export type GcReport = {
 	deadRuns: string[];
 	/** Half-prepared entries whose owner died. */
 	abandonedTemporary: string[];
+	/** Workspaces whose `ws init` died before finishing (or left no record). */
+	abandonedWorkspaces: string[];
 	/** Entries that were already waiting in the trash. */
 	trashEntries: string[];
 	/** Files and directories freed. */
@@ -86,9 +97,20 @@ async function repairInterruptedPromotions(
 	return garbage;
 }
 
-/** Layer ids something still needs: names, live runs, kept runs (workspaces add theirs), with all their lowers. */
+/** Layer ids something still needs: names, live runs, kept runs and workspaces, with all their lowers. */
 function markReachable(store: Store): Set<string> {
 	const roots: string[] = listRefs(store).map((ref) => ref.layer);
+	for (const name of listWorkspaceNames(store)) {
+		const workspace = readWorkspaceOrUndefined(store, name);
+		// An abandoned init's layers are garbage; a live one's are also in its run's lease.
+		if (workspace && !isAbandoned(workspace)) {
+			roots.push(...workspace.layers);
+			if (workspace.snapshotting) {
+				roots.push(workspace.snapshotting.layer);
+			}
+		}
+	}
+
 	for (const runId of readDirectoryOrEmpty(store.runsDir)) {
 		const lease = readRunRecord(path.join(store.runsDir, runId), runEntries.lease);
 		if (lease && isProcessAlive(lease.owner)) {
@@ -118,6 +140,45 @@ function markReachable(store: Store): Set<string> {
 	return reachable;
 }
 
+// A damaged record is reported by the workspace commands; here it only means: touch nothing of it.
+function readWorkspaceOrUndefined(store: Store, name: string): WorkspaceRecord | undefined {
+	try {
+		return readWorkspace(store, name);
+	} catch {
+		return undefined;
+	}
+}
+
+/**
+Free the layers among `candidates` that nothing reaches any more (after `ws rm` or `ws scrub` dropped
+their names): records removed, trees into the trash for the background deleter. The caller must not
+hold the store. Returns the ids freed.
+*/
+export async function freeUnreachableLayers(store: Store, candidates: readonly string[]): Promise<string[]> {
+	if (candidates.length === 0) {
+		return [];
+	}
+
+	const freed: string[] = [];
+	const hold = await holdStoreCollection(store);
+	try {
+		const reachable = markReachable(store);
+		for (const id of new Set(candidates)) {
+			if (reachable.has(id) || !readLayer(store, id)) {
+				continue;
+			}
+
+			rmSync(path.join(store.layersDir, `${id}.json`), {force: true});
+			moveToTrash(store, layerTreePath(store, id), `layer-${id}-${randomId(6)}`);
+			freed.push(id);
+		}
+	} finally {
+		hold.release();
+	}
+
+	return freed;
+}
+
 /**
 Mark and sweep. Marks every layer a name, a live or kept run reaches (with their lowers), then frees
 the rest: unreachable and half-made layers, dead runs' leftovers, abandoned preparations and the trash.
@@ -141,6 +202,7 @@ export async function collectGarbage({
 		repairedRuns: [],
 		deadRuns: [],
 		abandonedTemporary: [],
+		abandonedWorkspaces: [],
 		trashEntries: [],
 		entriesFreed: 0,
 		bytesFreed: 0,
@@ -185,6 +247,15 @@ export async function collectGarbage({
 			.filter(({trashName}) => trashName.startsWith('tmp-'))
 			.map(({directory}) => path.basename(directory));
 		doomed.push(...abandoned.map(({directory}) => directory));
+		for (const name of listWorkspaceNames(store)) {
+			const workspace = readWorkspaceOrUndefined(store, name);
+			const hasRecord = existsSync(path.join(workspaceDirectory(store, name), workspaceEntries.record));
+			if ((workspace && isAbandoned(workspace)) || (!workspace && !hasRecord)) {
+				report.abandonedWorkspaces.push(name);
+				doomed.push(workspaceDirectory(store, name));
+			}
+		}
+
 		report.trashEntries = listTrash(store);
 		doomed.push(...report.trashEntries.map((name) => path.join(store.trashDir, name)));
 

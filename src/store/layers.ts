@@ -42,13 +42,16 @@ export type LayerRecord = {
 	lowers: string[];
 	created: string;
 	/** How it was made. */
-	origin: 'run' | 'squash' | 'import';
+	origin: 'run' | 'squash' | 'import' | 'workspace';
 	/** The source tree of the run that made it. */
 	source?: string;
 	command?: string[];
 	exitCode?: number;
 	/** The run that wrote it. */
 	run?: string;
+	/** Set when `origin` is `workspace`: the workspace whose snapshot it is, and how many runs wrote it. */
+	workspace?: string;
+	runs?: number;
 	/** Set when `origin` is `squash`: the layer whose stack it flattens. */
 	squashed?: string;
 	/** Non-directory entries (files, symlinks, whiteouts), counted when first asked for. */

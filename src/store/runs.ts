@@ -31,6 +31,8 @@ export type RunRecord = {
 	bases: string[];
 	finished?: string;
 	exitCode?: number;
+	/** The workspace whose upper the run writes to (`scratch ws run`). */
+	workspace?: string;
 	/** A promotion of this kept run in progress: the layer its upper becomes and the name to point at it. */
 	promotion?: {layer: string; name: string};
 };
