@@ -4,7 +4,7 @@ import {isLayerId, type LayerRecord} from '../../src/store/layers.js';
 import {isLeaseNameAlive} from '../../src/store/lease-names.js';
 import {nameFromRefFile} from '../../src/store/names.js';
 import type {RunRecord} from '../../src/store/runs.js';
-import {isProcessAlive} from '../../src/system/process-identity.js';
+import {isProcessAlive, type ProcessIdentity} from '../../src/system/process-identity.js';
 
 /*
 What a store must look like once nothing runs in it and `gc` has been through: the invariants of
@@ -173,9 +173,74 @@ function checkRuns(store: string, problems: string[]): void {
 
 function checkLocks(store: string, problems: string[]): void {
 	for (const name of entriesOf(path.join(store, 'locks'))) {
-		// `collector` is the collectors' flock(2) file: it stays, and a dead holder's lock died with it.
-		if (name !== 'collector' && !isLeaseNameAlive(name)) {
+		// `collector` and `workspace.WS` are flock(2) files: they stay, and a dead holder's lock died with it.
+		if (name.startsWith('workspace.')) {
+			const text = readFileSync(path.join(store, 'locks', name), 'utf8');
+			if (text !== '' && isProcessAlive(JSON.parse(text) as ProcessIdentity)) {
+				problems.push(`locks/${name} is held by a live process`);
+			}
+		} else if (name !== 'collector' && !isLeaseNameAlive(name)) {
 			problems.push(`locks/${name} is held by a dead process`);
+		}
+	}
+}
+
+type WorkspaceRecordOnDisk = {
+	name?: unknown;
+	state?: unknown;
+	layers?: unknown;
+	snapshotting?: unknown;
+};
+
+/** Workspaces at rest: a ready record, a stack of complete layers, and their upper, work and merged dirs. */
+function checkWorkspaces(store: string, layers: Map<string, LayerRecord>, problems: string[]): void {
+	const workspacesDirectory = path.join(store, 'workspaces');
+	for (const name of entriesOf(workspacesDirectory)) {
+		const directory = path.join(workspacesDirectory, name);
+		const {value, problem} = parseJson<WorkspaceRecordOnDisk>(path.join(directory, 'workspace.json'));
+		if (problem || !value) {
+			problems.push(`workspace ${name}: ${problem}`);
+			continue;
+		}
+
+		if (value.name !== name) {
+			problems.push(`workspace ${name}: its record says name ${String(value.name)}`);
+		}
+
+		if (value.state !== 'ready') {
+			problems.push(`workspace ${name} is not ready (state ${String(value.state)})`);
+		}
+
+		if (value.snapshotting) {
+			problems.push(`workspace ${name} still records a snapshot in progress`);
+		}
+
+		const stack = Array.isArray(value.layers) ? (value.layers as string[]) : [];
+		if (stack.length === 0) {
+			problems.push(`workspace ${name} has no current snapshot`);
+		}
+
+		for (const id of stack) {
+			if (!layers.has(id)) {
+				problems.push(`workspace ${name} stacks on layer ${id}, which is not a complete layer`);
+			}
+		}
+
+		const top = layers.get(stack.at(-1) ?? '');
+		if (top && [...top.lowers, top.id].join(' ') !== stack.join(' ')) {
+			problems.push(`workspace ${name}'s stack is not its current layer's stack`);
+		}
+
+		for (const entry of ['upper', 'work', 'merged']) {
+			if (!isDirectory(path.join(directory, entry))) {
+				problems.push(`workspace ${name} has no ${entry} dir`);
+			}
+		}
+
+		for (const entry of entriesOf(directory)) {
+			if (!['workspace.json', 'upper', 'work', 'merged'].includes(entry)) {
+				problems.push(`workspace ${name} holds an unexpected entry: ${entry}`);
+			}
 		}
 	}
 }
@@ -184,7 +249,7 @@ function checkLocks(store: string, problems: string[]): void {
 Everything wrong with a store at rest, one line each; empty when it is consistent. Call it after `gc`,
 once no scratch runs in the store: names point at complete layers, layers stack only on complete
 layers, nothing is half-made or half-written, no dead run, preparation, lock or interrupted promotion is
-left, and every kept run has its record and its upper.
+left, every kept run has its record and its upper, and every workspace is ready on complete layers.
 */
 export function checkStoreConsistency(storeRoot: string): string[] {
 	const problems: string[] = [];
@@ -195,6 +260,7 @@ export function checkStoreConsistency(storeRoot: string): string[] {
 	const layers = checkLayers(path.join(storeRoot, 'layers'), problems);
 	checkRefs(path.join(storeRoot, 'refs'), layers, problems);
 	checkRuns(storeRoot, problems);
+	checkWorkspaces(storeRoot, layers, problems);
 	checkLocks(storeRoot, problems);
 	return problems;
 }
