@@ -621,22 +621,13 @@ export async function initWorkspace(options: WorkspaceInitOptions): Promise<Work
 	const storePath = resolveStorePath(options);
 	checkStorePlacement(storePath, source);
 	const store = await openStore(storePath);
+	// Checked before the lock is taken (nothing changes for bad input), and again once it is held.
+	checkInitPossible(store, workspace);
+	resolveBases(store, bases);
 	const lock = await lockWorkspace(store, workspace, 'init', {wait: false}, options.command);
 	try {
 		const directory = workspaceDirectory(store, workspace);
-		const existing = readWorkspace(store, workspace);
-		if (existing && !isAbandoned(existing)) {
-			throw new ExistsError(
-				`workspace ${workspace} exists; use it with scratch ws run ${workspace} -- CMD, or remove it with scratch ws scrub ${workspace}`,
-			);
-		}
-
-		const taken = listRefs(store).find((ref) => ref.name.startsWith(`${workspace}/`));
-		if (taken) {
-			throw new ExistsError(
-				`the name ${taken.name} exists, and workspace ${workspace}'s snapshots would share its names; remove it with scratch rm ${taken.name}, or choose another workspace name`,
-			);
-		}
+		const existing = checkInitPossible(store, workspace);
 
 		if (existing || existsSync(directory)) {
 			// What a dead init left.
@@ -689,6 +680,25 @@ export async function initWorkspace(options: WorkspaceInitOptions): Promise<Work
 	} finally {
 		lock.release();
 	}
+}
+
+/** Fail unless `ws init WS` can make WS; returns what a dead init left, if anything. */
+function checkInitPossible(store: Store, workspace: string): WorkspaceRecord | undefined {
+	const existing = readWorkspace(store, workspace);
+	if (existing && !isAbandoned(existing)) {
+		throw new ExistsError(
+			`workspace ${workspace} exists; use it with scratch ws run ${workspace} -- CMD, or remove it with scratch ws scrub ${workspace}`,
+		);
+	}
+
+	const taken = listRefs(store).find((ref) => ref.name.startsWith(`${workspace}/`));
+	if (taken) {
+		throw new ExistsError(
+			`the name ${taken.name} exists, and workspace ${workspace}'s snapshots would share its names; remove it with scratch rm ${taken.name}, or choose another workspace name`,
+		);
+	}
+
+	return existing;
 }
 
 /** Build a workspace's dir under `tmp/` and rename it into place whole, so gc never sees half of one. */
