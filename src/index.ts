@@ -1,4 +1,5 @@
 export {
+	BusyError,
 	describeSystemError,
 	ExistsError,
 	InvalidNameError,
@@ -48,3 +49,33 @@ export {
 	tagSnapshot,
 } from './store/snapshots.js';
 export {defaultStorePath, openStore, type Store} from './store/store.js';
+export type {WorkspaceHolder} from './workspace/lock.js';
+export {
+	checkWorkspaceName,
+	type WorkspaceRecord,
+	type WorkspaceWrites,
+	workspaceNameProblem,
+} from './workspace/records.js';
+export {
+	cleanWorkspace,
+	initWorkspace,
+	listWorkspaceSnapshots,
+	listWorkspaces,
+	removeWorkspaceSnapshot,
+	rollbackWorkspace,
+	runInWorkspace,
+	scrubWorkspace,
+	snapshotWorkspace,
+	startWorkspaceRun,
+	type WorkspaceEntry,
+	type WorkspaceInit,
+	type WorkspaceInitOptions,
+	type WorkspaceOptions,
+	type WorkspaceReset,
+	type WorkspaceRunEvent,
+	type WorkspaceRunOptions,
+	type WorkspaceScrub,
+	type WorkspaceSnapshot,
+	type WorkspaceSnapshotEntry,
+	type WorkspaceSnapshots,
+} from './workspace/workspaces.js';
