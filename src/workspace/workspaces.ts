@@ -14,6 +14,7 @@ import {
 	readLayer,
 	requireLayer,
 	reserveLayerId,
+	scanLayers,
 	stackOf,
 } from '../store/layers.js';
 import {leaseName} from '../store/lease-names.js';
@@ -166,6 +167,11 @@ async function repairWorkspace(store: Store, record: WorkspaceRecord): Promise<W
 
 		ensureWorkspaceDirectories(directory);
 		await writeWorkspace(store, repaired);
+	} else if (!existsSync(path.join(directory, workspaceEntries.upper))) {
+		// A rollback or clean dropped the writes and died before recording it: the writes are gone.
+		repaired = {...record, writes: freshWrites(record.writes.from)};
+		ensureWorkspaceDirectories(directory);
+		await writeWorkspace(store, repaired);
 	}
 
 	ensureWorkspaceDirectories(directory);
@@ -265,19 +271,22 @@ async function resetWorkspace(
 	const directory = workspaceDirectory(store, record.name);
 	const upper = path.join(directory, workspaceEntries.upper);
 	const hadWrites = !isEmptyDirectory(upper);
-	if (hadWrites) {
-		const deleter = startBackgroundDeleter(store);
-		try {
+	// The upper stays missing until the new state is recorded: finding it missing, the next user knows
+	// the writes were dropped (repairWorkspace).
+	const deleter = hadWrites ? startBackgroundDeleter(store) : undefined;
+	try {
+		if (hadWrites) {
 			moveToTrash(store, upper, `workspace-${record.name}-${randomId(8)}`);
 			crashPoint(`ws-${step}-dropped`);
-			ensureWorkspaceDirectories(directory);
-		} finally {
-			deleter.release();
 		}
+
+		await writeWorkspace(store, {...record, layers, writes: freshWrites(from ?? record.writes.from)});
+		crashPoint(`ws-${step}-recorded`);
+		ensureWorkspaceDirectories(directory);
+	} finally {
+		deleter?.release();
 	}
 
-	await writeWorkspace(store, {...record, layers, writes: freshWrites(from ?? record.writes.from)});
-	crashPoint(`ws-${step}-recorded`);
 	return {
 		workspace: record.name,
 		layer: layers.at(-1) as string,
@@ -433,10 +442,13 @@ export async function scrubWorkspace(options: WorkspaceOptions): Promise<Workspa
 				);
 			}
 
+			// Its layers, including those whose names an interrupted scrub removed already.
+			const made = scanLayers(store).complete.filter((id) => readLayer(store, id)?.workspace === workspace);
 			for (const id of [
 				...(record?.layers ?? []),
 				...(record?.snapshotting ? [record.snapshotting.layer] : []),
 				...refs.map((ref) => ref.layer),
+				...made,
 			]) {
 				const layer = readLayer(store, id);
 				candidates.push(...(layer ? stackOf(layer) : [id]));
