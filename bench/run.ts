@@ -42,6 +42,7 @@ import {
 	warmups,
 } from './harness.js';
 import {deepStackRow, gcIterations, gcRow, promoteCostRow, promoteIterations} from './layer-rows.js';
+import {describeWorkspaceKnobs, workspaceRollbackRow, workspaceSnapshotRow} from './workspace-rows.js';
 
 const repositoryRoot = path.resolve(import.meta.dirname, '..');
 const builtDistribution = path.join(repositoryRoot, 'dist');
@@ -360,7 +361,7 @@ function describeEnvironment(workspace: Workspace): Record<string, string> {
 		Node: process.version,
 		CPU: cpu,
 		nproc,
-		Iterations: `${iterations} per side after ${warmups} warmups (BENCH_ITERATIONS, BENCH_WARMUPS); cp side ${copyIterations} (BENCH_CP_ITERATIONS); promote row ${promoteIterations} (BENCH_PROMOTE_ITERATIONS); gc row ${gcIterations} (BENCH_GC_ITERATIONS)`,
+		Iterations: `${iterations} per side after ${warmups} warmups (BENCH_ITERATIONS, BENCH_WARMUPS); cp side ${copyIterations} (BENCH_CP_ITERATIONS); promote row ${promoteIterations} (BENCH_PROMOTE_ITERATIONS); gc row ${gcIterations} (BENCH_GC_ITERATIONS); ${describeWorkspaceKnobs()}`,
 		// Trees, stores and copies all live here (os.tmpdir(), so TMPDIR moves them): it must be a disk fs.
 		'Bench dir (trees, stores)': `${workspace.root} on ${describeFileSystem(workspace.root).label}`,
 	};
@@ -424,7 +425,7 @@ async function main(): Promise<void> {
 	try {
 		populateWorkspace(workspace);
 		// The cp row runs last: its 600 MB of disk traffic slows the machine for a while afterwards. The
-		// promote and gc rows write and delete 20,000 files per sample, so they come just before it.
+		// promote, gc and workspace rows write and delete 20,000 files per sample, so they come just before it.
 		const rowFunctions: Array<[number, (workspace: Workspace) => Promise<Row>]> = [
 			[1, startupRow],
 			[2, treeSizeRow],
@@ -434,6 +435,8 @@ async function main(): Promise<void> {
 			[8, deepStackRow],
 			[7, promoteCostRow],
 			[9, gcRow],
+			[10, workspaceSnapshotRow],
+			[11, workspaceRollbackRow],
 			[3, copyRow],
 		];
 		const rows: Row[] = [];

@@ -58,19 +58,12 @@ export function describeHolder(holder: WorkspaceHolder | undefined): string {
 	return `${what} (pid ${holder.pid}, since ${holder.since}${command})`;
 }
 
-// The holder writes its identity just after taking the lock: allow it that long before calling it unknown.
-const holderAppearsWithinMilliseconds = 1000;
-
-async function currentHolder(store: Store, workspace: string): Promise<WorkspaceHolder | undefined> {
-	const deadline = Date.now() + holderAppearsWithinMilliseconds;
-	let holder = workspaceHolder(store, workspace);
-	while (!holder && Date.now() < deadline) {
-		await sleep(10);
-		holder = workspaceHolder(store, workspace);
-	}
-
-	return holder;
-}
+/*
+A lock without a live holder recorded is being taken (the holder writes its identity just after) or
+given back (its flock(1) child exits just after its holder cleared the file, or died): try again for
+this long before calling the holder unknown.
+*/
+const settleMilliseconds = 1000;
 
 /** Take a workspace's lock for `operation`, following `policy` when someone else has it. */
 export async function lockWorkspace(
@@ -83,8 +76,16 @@ export async function lockWorkspace(
 	mkdirSync(store.locksDir, {recursive: true, mode: 0o700});
 	const file = lockFilePath(store, workspace);
 	let lock = await tryFileLock(file);
+	let unknownSince: number | undefined;
 	while (!lock) {
-		const holder = await currentHolder(store, workspace);
+		const holder = workspaceHolder(store, workspace);
+		unknownSince = holder ? undefined : (unknownSince ?? Date.now());
+		if (unknownSince !== undefined && Date.now() - unknownSince < settleMilliseconds) {
+			await sleep(10);
+			lock = await tryFileLock(file);
+			continue;
+		}
+
 		const busyWithRun = !holder || holder.operation === 'run' || holder.operation === 'init';
 		if (policy.wait === false || (policy.wait === 'unless-run' && busyWithRun)) {
 			throw new BusyError(
