@@ -1,12 +1,14 @@
-import {existsSync, readdirSync, readFileSync, statSync} from 'node:fs';
+import {existsSync, readdirSync, readFileSync, statSync, symlinkSync} from 'node:fs';
 import path from 'node:path';
 import test, {type ExecutionContext} from 'ava';
 import {promoteLayer} from './helpers/layers.js';
 import {
+	chownTree,
 	eventually,
 	fingerprintTree,
 	hostMountsUnder,
 	makeSandbox,
+	nobodyId,
 	type Sandbox,
 	scratch,
 	scratchRun,
@@ -651,3 +653,31 @@ test('ws --help lists the workspace commands', async (t) => {
 	t.regex(String(runHelp.stdout), /--no-wait/);
 	t.regex(String(runHelp.stdout), /--touch/);
 });
+
+for (const user of users) {
+	test(`as ${user}: --touch copies files up in ws run, leaving symlinks and unmatched files alone`, async (t) => {
+		const sandbox = makeSandbox(t, user, {'var/lib/rpm/Packages': 'db\n', 'var/lib/rpm/sub/Index': 'ix\n'});
+		symlinkSync('Packages', path.join(sandbox.src, 'var/lib/rpm/link'));
+		if (user === 'nobody') {
+			chownTree(sandbox.src, nobodyId);
+		}
+
+		await init(t, sandbox, 'dev');
+		const run = await ws(sandbox, 'run', 'dev', [
+			'--touch',
+			'/var/lib/rpm/*',
+			'--',
+			'cat',
+			'var/lib/rpm/Packages',
+		]);
+		t.is(run.exitCode, 0, String(run.stderr));
+		t.is(String(run.stdout), 'db');
+		const upper = path.join(sandbox.store, 'workspaces/dev/upper/var/lib/rpm');
+		t.deepEqual(readdirSync(upper).sort(), ['Packages', 'sub']);
+		t.deepEqual(readdirSync(path.join(upper, 'sub')), ['Index']);
+		const source = statSync(path.join(sandbox.src, 'var/lib/rpm/sub/Index'));
+		const copied = statSync(path.join(upper, 'sub/Index'));
+		t.deepEqual([copied.mode, copied.uid, copied.mtimeMs], [source.mode, source.uid, source.mtimeMs]);
+		await atRest(t, sandbox);
+	});
+}
