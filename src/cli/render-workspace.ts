@@ -42,7 +42,11 @@ export function renderWorkspaceReset(reset: WorkspaceReset, target: string): str
 	const dropped = reset.dropped.hadWrites
 		? `dropped ${describeWrites(reset.dropped)}`
 		: 'there were no writes to drop';
-	return `${reset.workspace} is at ${target} (layer ${reset.layer}); ${dropped}\n`;
+	const freed =
+		reset.freed.length > 0
+			? `; freed ${plural(reset.freed.length, 'layer')} nothing reached any more (${reset.freed.join(', ')})`
+			: '';
+	return `${reset.workspace} is at ${target} (layer ${reset.layer}); ${dropped}${freed}\n`;
 }
 
 /** `scratch ws snapshots` for people: the names, current ones starred, then the writable state. */

@@ -82,7 +82,7 @@ export async function wsRunCli(
 
 		const [workspace] = parsed.positionals;
 		if (workspace === undefined) {
-			throw new UsageError('scratch ws run needs a workspace: scratch ws run WS -- CMD');
+			throw new UsageError('no workspace given; write scratch ws run WS -- CMD');
 		}
 
 		const jsonFile = jsonFileOf(single(parsed.values, 'json-file'));
@@ -119,7 +119,7 @@ export async function wsInitCli(
 
 		const [workspace] = parsed.positionals;
 		if (workspace === undefined) {
-			throw new UsageError('scratch ws init needs a workspace name: scratch ws init WS [-- CMD...]');
+			throw new UsageError('no workspace name given; write scratch ws init WS [-- CMD...]');
 		}
 
 		const src = single(parsed.values, 'src');

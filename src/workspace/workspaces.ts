@@ -123,6 +123,8 @@ export type WorkspaceReset = {
 	layer: string;
 	/** The runs whose writes were dropped; `runs` 0 and `hadWrites` false when there was nothing. */
 	dropped: WorkspaceWrites & {hadWrites: boolean};
+	/** Layers of the stack rolled away from that nothing reaches any more (an unnamed current snapshot): freed. */
+	freed: string[];
 };
 
 function resolveStorePath(options: StoreOptions): string {
@@ -291,13 +293,15 @@ async function resetWorkspace(
 		workspace: record.name,
 		layer: layers.at(-1) as string,
 		dropped: {...record.writes, hadWrites},
+		freed: [],
 	};
 }
 
 /** `scratch ws rollback WS NAME`: drop the writes; snapshot `WS/NAME` becomes current. */
 export async function rollbackWorkspace(options: WorkspaceOptions & {name: string}): Promise<WorkspaceReset> {
 	const full = snapshotRefName(checkWorkspaceName(options.workspace), options.name);
-	return changeWorkspace(options, 'rollback', {wait: 'unless-run'}, async (store, record) => {
+	let left: {store: Store; layers: string[]} | undefined;
+	const reset = await changeWorkspace(options, 'rollback', {wait: 'unless-run'}, async (store, record) => {
 		const ref = readRef(store, full);
 		if (!ref) {
 			throw new NotFoundError(
@@ -311,8 +315,17 @@ export async function rollbackWorkspace(options: WorkspaceOptions & {name: strin
 			requireLayer(store, id, `snapshot ${full}`);
 		}
 
+		left = {store, layers: record.layers};
 		return resetWorkspace(store, record, layers, options.name, 'rollback');
 	});
+	// Rolling away from a snapshot whose names were all removed leaves its layers to nothing: free them
+	// now, as `ws rm` would have (the store is no longer held: collecting needs it to itself).
+	const freed = left ? await freeUnreachableLayers(left.store, left.layers) : [];
+	if (freed.length > 0) {
+		startBackgroundDeleter(left?.store as Store).release();
+	}
+
+	return {...reset, freed};
 }
 
 /** `scratch ws clean WS`: drop the writes since the current snapshot. */
