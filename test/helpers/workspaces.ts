@@ -14,11 +14,20 @@ export function ws(
 	options: Options & {cwd?: string} = {},
 ): ResultPromise<Options & {reject: false}> {
 	const source = subcommand === 'init' && !args.includes('--src') ? ['--src', sandbox.src] : [];
-	return scratch(sandbox, ['ws', subcommand, workspace, '--store', sandbox.store, ...source, ...args], options);
+	return scratch(
+		sandbox,
+		['ws', subcommand, workspace, '--store', sandbox.store, ...source, ...args],
+		options,
+	);
 }
 
 /** `scratch ws run WS -- sh -c SCRIPT`, which must exit 0; returns its stdout. */
-export async function wsSh(t: ExecutionContext, sandbox: Sandbox, workspace: string, script: string): Promise<string> {
+export async function wsSh(
+	t: ExecutionContext,
+	sandbox: Sandbox,
+	workspace: string,
+	script: string,
+): Promise<string> {
 	const result = await ws(sandbox, 'run', workspace, ['--', 'sh', '-c', script]);
 	t.is(result.exitCode, 0, `ws run ${script}: ${String(result.stderr)}`);
 	return String(result.stdout);
