@@ -62,10 +62,14 @@ function scriptInvocation(args: string[]): {script: string; parameters: string[]
 	return {script: args[shIndex + 2] as string, parameters: args.slice(shIndex + 3)};
 }
 
-/** The named positional parameters `$1`..`$8`, and the two counted tmpfs lists that follow them. */
+/**
+The named positional parameters `$1`..`$8`, then the counted lists that follow them: outside tmpfs
+mounts (pairs), `--touch` globs, inside tmpfs mounts (pairs).
+*/
 function setupParameters(plan: NamespacePlan): {
 	named: Record<string, string | undefined>;
 	outside: string[][];
+	touch: string[];
 	inside: string[][];
 	command: string[];
 } {
@@ -79,6 +83,7 @@ function setupParameters(plan: NamespacePlan): {
 	};
 
 	const outside = takeList();
+	const touch = rest.splice(0, Number(rest.shift()));
 	const inside = takeList();
 	if (rest[0] !== '--') {
 		throw new Error(`the tmpfs lists are not followed by --: ${rest.join(' ')}`);
@@ -87,6 +92,7 @@ function setupParameters(plan: NamespacePlan): {
 	return {
 		named: {mount, mkdir, source, target, targetMode, cwd, options, mountDirectory},
 		outside,
+		touch,
 		inside,
 		command: rest.slice(1),
 	};
@@ -180,6 +186,7 @@ test('buildNamespaceCommand hands the tools, the plan, the target mode and the o
 		'.',
 		'0',
 		'0',
+		'0',
 		'--',
 		'make',
 		'test',
@@ -232,7 +239,7 @@ test('checkMountOptions refuses options longer than mount(2) takes and suggests 
 	);
 });
 
-test('buildNamespaceCommand passes tmpfs mounts as two counted lists of mode and path pairs: outside the view first, then inside it', (t) => {
+test('buildNamespaceCommand passes tmpfs mounts as two counted lists of mode and path pairs: outside the view first, then (after the --touch list) inside it', (t) => {
 	const plan = makePlan({
 		tmpfs: [
 			{path: '/var/lib/scratch/runs/abc/merged/node_modules/.cache', create: true},
@@ -248,6 +255,7 @@ test('buildNamespaceCommand passes tmpfs mounts as two counted lists of mode and
 		'/tmp',
 		'existing',
 		'/var/cache/x',
+		'0',
 		'2',
 		'create',
 		'/var/lib/scratch/runs/abc/merged/node_modules/.cache',
@@ -1051,4 +1059,23 @@ test('the setup script kills leftovers only as pid 1 of its own namespace, never
 	t.is(bystander.exitCode, null);
 	t.is(bystander.signalCode, null);
 	t.true(readStartTime(bystander.pid ?? 0) !== undefined, 'the bystander is still running');
+});
+
+test('buildNamespaceCommand passes --touch globs as one counted list between the two tmpfs lists', (t) => {
+	const plan = makePlan({touch: ['var/lib/rpm/*', 'a b/*'], tmpfs: [{path: '/tmp', create: false}]});
+	const {outside, touch, inside, command} = setupParameters(plan);
+	t.deepEqual(outside, [['existing', '/tmp']]);
+	t.deepEqual(touch, ['var/lib/rpm/*', 'a b/*']);
+	t.deepEqual(inside, []);
+	t.deepEqual(command, ['make', 'test']);
+});
+
+test('buildOverlayOptions takes a persistent upper and work, and the mount then runs from layers/ even without layers', (t) => {
+	const plan = makePlan({writable: {upper: '../workspaces/dev/upper', work: '../workspaces/dev/work'}});
+	const {named} = setupParameters(plan);
+	t.is(named['mountDirectory'], '/var/lib/scratch/layers');
+	t.is(
+		named['options'],
+		'lowerdir=/proc/self/fd/5,upperdir=../workspaces/dev/upper,workdir=../workspaces/dev/work,userxattr,index=off,metacopy=off,volatile',
+	);
 });
