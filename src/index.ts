@@ -15,6 +15,7 @@ export {
 } from './errors.js';
 export {type DiffOptions, diffLayer, type LayerChange, type LayerDiff} from './layer/diff.js';
 export {type Squash, type SquashOptions, squashLayer} from './layer/squash.js';
+export {chainIdOf, type ExportOptions, exportLayer, type LayerExport} from './oci/export.js';
 export {
 	type BackendChoice,
 	type BackendName,

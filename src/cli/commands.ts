@@ -2,6 +2,7 @@ import yargs, {type Argv} from 'yargs';
 import {UsageError} from '../errors.js';
 import {diffLayer} from '../layer/diff.js';
 import {squashLayer} from '../layer/squash.js';
+import {exportLayer} from '../oci/export.js';
 import {collectGarbage} from '../store/gc.js';
 import {inspectLayer, listSnapshots, promoteRun, removeSnapshots, tagSnapshot} from '../store/snapshots.js';
 import {defaultStorePath} from '../store/store.js';
@@ -340,6 +341,49 @@ export async function main(argv: readonly string[]): Promise<number> {
 				);
 			},
 		)
+		.command(
+			'export <name>',
+			'A layer as a deterministic OCI image layer tar (to stdout, or -o FILE); records its DiffID and ChainID',
+			(command) =>
+				storeOption(command)
+					.positional('name', {
+						type: 'string',
+						demandOption: true,
+						description: 'A snapshot name or layer id',
+					})
+					.option('output', {
+						alias: 'o',
+						type: 'string',
+						description: 'Write the tar to FILE instead of stdout',
+					})
+					.option('gzip', {type: 'boolean', default: false, description: 'Compress it with gzip'}),
+			async (options) => {
+				if (options.output === undefined && process.stdout.isTTY) {
+					throw new UsageError(
+						'scratch export writes a tar, and stdout is a terminal; give -o FILE or pipe it',
+					);
+				}
+
+				if (options.output === undefined && options.json) {
+					throw new UsageError(
+						'--json prints the summary on stdout, where the tar would go; give -o FILE too',
+					);
+				}
+
+				const exported = await exportLayer({
+					...storeOf(options),
+					reference: options.name,
+					...(options.output === undefined ? {stream: process.stdout} : {file: options.output}),
+					gzip: options.gzip,
+				});
+				const summary = `exported ${exported.name ?? exported.layer} (layer ${exported.layer}): ${exported.entries} entries, ${exported.bytes} bytes of tar${exported.gzip ? ', gzipped' : ''}; DiffID ${exported.diffId}\n`;
+				if (options.json) {
+					print(true, exported, () => '');
+				} else {
+					process.stderr.write(`scratch: ${summary}`);
+				}
+			},
+		)
 		.command('ws', 'Workspaces: persistent writable states with snapshots, rollback, clean and scrub', (ws) =>
 			workspaceCommands(ws, argv).demandCommand(1, 'no ws command given (see scratch ws --help)'),
 		)
@@ -353,7 +397,7 @@ export async function main(argv: readonly string[]): Promise<number> {
 				throw error;
 			}
 
-			const known = ['run', 'ls', 'inspect', 'tag', 'rm', 'diff', 'promote', 'gc', 'squash', 'ws'];
+			const known = ['run', 'ls', 'inspect', 'tag', 'rm', 'diff', 'promote', 'gc', 'squash', 'export', 'ws'];
 			const [first, second] = argv;
 			let text = message.charAt(0).toLowerCase() + message.slice(1);
 			if (first && !first.startsWith('-') && !known.includes(first)) {

@@ -61,6 +61,10 @@ export type LayerRecord = {
 	deletions?: number;
 	/** Bytes of regular file content. */
 	size?: number;
+	/** `sha256:` of the layer's OCI tar (`scratch export`, without SOURCE_DATE_EPOCH), once exported. */
+	diffId?: string;
+	/** `sha256:` ChainID of the layer's stack, once exported. */
+	chainId?: string;
 };
 
 /** The tree of a layer, in overlay upper format. */
