@@ -10,8 +10,8 @@ import {
 	lookupStack,
 	parseOpaqueDirectories,
 	type StackEntry,
-	unescapeGetfattrPath,
 } from '../src/layer/diff.js';
+import {unquoteGetfattrPath} from '../src/system/getfattr.js';
 import {makeSandbox, type Sandbox, scratch, scratchRun, users} from './helpers/scratch.js';
 
 /** Diff as the sandbox's user: in this process for root, through the CLI (`scratch diff --json`) for nobody. */
@@ -397,8 +397,8 @@ test('getfattr output yields the opaque directories, with quoted names unescaped
 		[...parseOpaqueDirectories(output)],
 		['/s/layers/abcdef/plain', '/s/layers/abcdef/odd \\ dir\né'],
 	);
-	t.is(unescapeGetfattrPath('a\\040b'), 'a b');
-	t.is(unescapeGetfattrPath('no escapes'), 'no escapes');
+	t.is(unquoteGetfattrPath('a\\040b'), 'a b');
+	t.is(unquoteGetfattrPath('no escapes'), 'no escapes');
 });
 
 test('renderDiff prints one line per change, with ANSI colours only when asked', (t) => {

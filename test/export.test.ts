@@ -222,3 +222,25 @@ test('tar headers: pax records for long paths and xattrs have exact lengths, and
 	t.is(padding(3).length, 509);
 	t.is(padding(512).length, 0);
 });
+
+test('attributes of a file whose name getfattr quotes (a backslash, a space) are exported', async (t) => {
+	const sandbox = makeSandbox(t, 'root');
+	await promoteLayer(
+		t,
+		sandbox,
+		'L',
+		String.raw`echo b > 'back\slash x' && setfattr -n user.k -v v 'back\slash x'`,
+	);
+	const file = path.join(sandbox.root, 'l.tar');
+	t.is((await exportTo(sandbox, 'L', file)).exitCode, 0);
+	const extracted = path.join(sandbox.root, 'extracted');
+	mkdirSync(extracted);
+	await execa('tar', ['--xattrs', '--xattrs-include=user.*', '-xpf', file, '-C', extracted]);
+	const value = await execa('getfattr', [
+		'--only-values',
+		'-n',
+		'user.k',
+		path.join(extracted, String.raw`back\slash x`),
+	]);
+	t.is(value.stdout, 'v');
+});

@@ -11,11 +11,11 @@ import {
 	planLayer,
 	type Squash,
 	squashLayer,
-	unquoteGetfattr,
 } from '../src/layer/squash.js';
 import {type LayerRecord, layerTreePath, readLayer, scanLayers} from '../src/store/layers.js';
 import {readRef} from '../src/store/refs.js';
 import {storeLayout} from '../src/store/store.js';
+import {unquoteGetfattr} from '../src/system/getfattr.js';
 import {makeSandbox, type Sandbox, scratch, scratchRun, storeLeftovers, users} from './helpers/scratch.js';
 
 // Everything about the view a squash must keep: types, modes, owners, sizes, link counts of

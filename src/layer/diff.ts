@@ -1,4 +1,3 @@
-import {spawn} from 'node:child_process';
 import {type Dirent, existsSync, lstatSync, readdirSync, type Stats} from 'node:fs';
 import {readdir} from 'node:fs/promises';
 import path from 'node:path';
@@ -11,6 +10,7 @@ import {resolveLayer} from '../store/resolve.js';
 import {runEntries} from '../store/runs.js';
 import {openExistingStore, type Store} from '../store/store.js';
 import {findExecutable} from '../system/executables.js';
+import {runGetfattr, unquoteGetfattrPath} from '../system/getfattr.js';
 
 /** What kind of file a changed path is (for a deletion: what it hid, when that is still known). */
 export type EntryType = 'file' | 'directory' | 'symlink' | 'other';
@@ -125,14 +125,6 @@ export function lookupStack(
 	return found;
 }
 
-/** Undo getfattr's quoting of path names: `\NNN` (octal) stands for one byte. */
-export function unescapeGetfattrPath(quoted: string): string {
-	const bytes = quoted.replaceAll(/\\([0-7]{3})/g, (_, octal: string) =>
-		String.fromCharCode(Number.parseInt(octal, 8)),
-	);
-	return Buffer.from(bytes, 'latin1').toString('utf8');
-}
-
 /**
 The directories marked opaque (`user.overlay.opaque="y"`) in the output of `getfattr -d` (as text:
 `# file: PATH` headers, then one `name="value"` line per attribute, then a blank line). Other values
@@ -143,7 +135,7 @@ export function parseOpaqueDirectories(getfattrOutput: string): Set<string> {
 	let file: string | undefined;
 	for (const line of getfattrOutput.split('\n')) {
 		if (line.startsWith('# file: ')) {
-			file = unescapeGetfattrPath(line.slice('# file: '.length));
+			file = unquoteGetfattrPath(line.slice('# file: '.length));
 		} else if (line === 'user.overlay.opaque="y"' && file !== undefined) {
 			opaque.add(file);
 		}
@@ -173,7 +165,6 @@ export async function readOpaqueDirectories(roots: readonly string[]): Promise<S
 		return new Set();
 	}
 
-	const getfattr = findGetfattr();
 	const args = [
 		'--absolute-names',
 		'--recursive',
@@ -181,32 +172,8 @@ export async function readOpaqueDirectories(roots: readonly string[]): Promise<S
 		'--dump',
 		'--match=^user\\.overlay\\.opaque$',
 	];
-	return new Promise((resolve, reject) => {
-		// The C locale keeps the quoting of names byte-wise and predictable.
-		const child = spawn(getfattr, [...args, '--', ...roots], {
-			stdio: ['ignore', 'pipe', 'pipe'],
-			env: {...process.env, LC_ALL: 'C'},
-		});
-		const stdout: Buffer[] = [];
-		let stderr = '';
-		child.stdout.on('data', (chunk: Buffer) => {
-			stdout.push(chunk);
-		});
-		child.stderr.on('data', (chunk: Buffer) => {
-			stderr += chunk.toString();
-		});
-		child.on('error', (error) => {
-			reject(new StoreError(`cannot run ${getfattr}: ${error.message}`, {cause: error}));
-		});
-		child.on('close', (code) => {
-			if (code === 0 || code === 1) {
-				resolve(parseOpaqueDirectories(Buffer.concat(stdout).toString('latin1')));
-			} else {
-				const reason = stderr.trim().split('\n')[0] || `exit status ${String(code)}`;
-				reject(new StoreError(`cannot read overlay attributes of ${roots.join(' ')}: ${reason}`));
-			}
-		});
-	});
+	const output = await runGetfattr(findGetfattr(), args, roots, {partial: true, what: roots.join(' ')});
+	return parseOpaqueDirectories(output);
 }
 
 /** What a diff compares: the upper tree, and what lies below it. */

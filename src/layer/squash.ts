@@ -12,6 +12,7 @@ import {openExistingStore, type Store} from '../store/store.js';
 import {deleteTrashNow, moveToTrash} from '../store/trash.js';
 import {holdStoreUse} from '../store/use-lock.js';
 import {findExecutable} from '../system/executables.js';
+import {unquoteGetfattr} from '../system/getfattr.js';
 import {currentProcessIdentity} from '../system/process-identity.js';
 import {randomId} from '../system/random-id.js';
 
@@ -186,13 +187,6 @@ export function parseEntryListing(listing: string): Map<string, LayerEntry[]> {
 	}
 
 	return layers;
-}
-
-/** Undo getfattr's quoting of names: `\NNN` (octal) for special bytes, `\\` for a backslash. */
-export function unquoteGetfattr(text: string): string {
-	return text.replaceAll(/\\(\\|[0-7]{3})/g, (_match, code: string) =>
-		code === '\\' ? '\\' : String.fromCharCode(Number.parseInt(code, 8)),
-	);
 }
 
 /**

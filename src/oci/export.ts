@@ -1,4 +1,3 @@
-import {spawn} from 'node:child_process';
 import {createHash, type Hash} from 'node:crypto';
 import {once} from 'node:events';
 import {
@@ -17,13 +16,13 @@ import path from 'node:path';
 import type {Writable} from 'node:stream';
 import {createGzip} from 'node:zlib';
 import {InvalidPathError, StoreError, UsageError} from '../errors.js';
-import {unescapeGetfattrPath} from '../layer/diff.js';
 import {type LayerRecord, layerTreePath, readLayer, requireLayer} from '../store/layers.js';
 import {resolveLayer} from '../store/resolve.js';
 import type {StoreOptions} from '../store/snapshots.js';
 import {openExistingStore, type Store} from '../store/store.js';
 import {writeFileAtomic} from '../system/atomic-file.js';
 import {findExecutable} from '../system/executables.js';
+import {runGetfattr, unquoteGetfattrPath} from '../system/getfattr.js';
 import {randomId} from '../system/random-id.js';
 import {endOfArchive, entryHeader, padding, type TarEntry} from './tar.js';
 
@@ -69,59 +68,40 @@ export type ExportOptions = StoreOptions & {
 const readChunk = 4 * 1024 * 1024;
 const flushAt = 1024 * 1024;
 
-/** Extended attributes of every entry under `root` that has any, by path relative to it, from one getfattr. */
+/**
+Extended attributes of every entry under `root` that has any, by path relative to it, from one getfattr
+(values hex-encoded, so binary ones survive). Unlike diff, export fails when getfattr could not read
+something: a tar without some attributes would still claim to be the layer.
+*/
 async function readAttributes(root: string): Promise<Map<string, Map<string, Buffer>>> {
-	const getfattr = findExecutable('getfattr');
-	const output = await new Promise<string>((resolve, reject) => {
-		const child = spawn(
-			getfattr,
-			[
-				'--absolute-names',
-				'--recursive',
-				'--physical',
-				'--no-dereference',
-				'--dump',
-				'--match=-',
-				'--encoding=hex',
-				'--',
-				root,
-			],
-			{stdio: ['ignore', 'pipe', 'pipe'], env: {...process.env, LC_ALL: 'C'}},
-		);
-		const chunks: Buffer[] = [];
-		let stderr = '';
-		child.stdout.on('data', (chunk: Buffer) => chunks.push(chunk));
-		child.stderr.on('data', (chunk: Buffer) => {
-			stderr += chunk.toString();
-		});
-		child.on('error', reject);
-		child.on('close', (code) => {
-			if (code === 0) {
-				resolve(Buffer.concat(chunks).toString('latin1'));
-			} else {
-				reject(
-					new StoreError(
-						`cannot read the attributes of layer tree ${root}: ${stderr.trim().split('\n')[0] ?? `getfattr exited ${code}`}`,
-					),
-				);
-			}
-		});
-	});
+	const output = await runGetfattr(
+		findExecutable('getfattr'),
+		[
+			'--absolute-names',
+			'--recursive',
+			'--physical',
+			'--no-dereference',
+			'--dump',
+			'--match=-',
+			'--encoding=hex',
+		],
+		[root],
+		{partial: false, what: `layer tree ${root}`},
+	);
 	const attributes = new Map<string, Map<string, Buffer>>();
 	let current: Map<string, Buffer> | undefined;
 	for (const line of output.split('\n')) {
 		if (line.startsWith('# file: ')) {
-			const file = unescapeGetfattrPath(line.slice('# file: '.length));
 			current = new Map();
-			attributes.set(path.relative(root, file), current);
-		} else if (current && line.includes('=0x')) {
-			const equals = line.indexOf('=0x');
+			attributes.set(path.relative(root, unquoteGetfattrPath(line.slice('# file: '.length))), current);
+		} else if (current && line !== '') {
+			// `NAME=0xHEX`, or `NAME` alone for an empty value.
+			const equals = line.indexOf('=');
+			const value = equals === -1 ? '' : line.slice(equals + 1);
 			current.set(
-				Buffer.from(line.slice(0, equals), 'latin1').toString('utf8'),
-				Buffer.from(line.slice(equals + 3), 'hex'),
+				unquoteGetfattrPath(equals === -1 ? line : line.slice(0, equals)),
+				Buffer.from(value.startsWith('0x') ? value.slice(2) : '', 'hex'),
 			);
-		} else if (current && /^[^=]+=$/.test(line)) {
-			current.set(line.slice(0, -1), Buffer.alloc(0));
 		}
 	}
 
