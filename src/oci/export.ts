@@ -10,17 +10,15 @@ import {
 	readSync,
 	renameSync,
 	rmSync,
-	statSync,
 } from 'node:fs';
 import path from 'node:path';
 import type {Writable} from 'node:stream';
 import {createGzip} from 'node:zlib';
 import {InvalidPathError, StoreError, UsageError} from '../errors.js';
-import {type LayerRecord, layerTreePath, readLayer, requireLayer} from '../store/layers.js';
+import {addToLayerRecord, type LayerRecord, layerTreePath, requireLayer} from '../store/layers.js';
 import {resolveLayer} from '../store/resolve.js';
 import type {StoreOptions} from '../store/snapshots.js';
 import {openExistingStore, type Store} from '../store/store.js';
-import {writeFileAtomic} from '../system/atomic-file.js';
 import {findExecutable} from '../system/executables.js';
 import {runGetfattr, unquoteGetfattrPath} from '../system/getfattr.js';
 import {randomId} from '../system/random-id.js';
@@ -282,7 +280,7 @@ async function diffIdOf(store: Store, layer: LayerRecord, epoch: number | undefi
 	await writeLayerTar(layerTreePath(store, layer.id), sink, epoch);
 	const diffId = `sha256:${sink.hash.digest('hex')}`;
 	if (epoch === undefined) {
-		await recordIds(store, layer, {diffId});
+		await addToLayerRecord(store, layer.id, {diffId});
 	}
 
 	return diffId;
@@ -296,28 +294,6 @@ export function chainIdOf(diffIds: readonly string[]): string {
 	}
 
 	return chain;
-}
-
-// Like layerWithStats: only the record's owner keeps the ids, and losing the write only means hashing again.
-async function recordIds(
-	store: Store,
-	layer: LayerRecord,
-	ids: {diffId: string; chainId?: string},
-): Promise<void> {
-	const recordPath = path.join(store.layersDir, `${layer.id}.json`);
-	try {
-		const current = readLayer(store, layer.id);
-		if (!current || statSync(recordPath).uid !== process.geteuid?.()) {
-			return;
-		}
-
-		await writeFileAtomic(recordPath, `${JSON.stringify({...current, ...ids}, undefined, '\t')}\n`, {
-			durable: false,
-			mode: 0o600,
-		});
-	} catch {
-		// A read-only store still exports.
-	}
 }
 
 /** `scratch export NAME`: a layer as a deterministic OCI layer tar, to a file or a stream. */
@@ -387,7 +363,7 @@ export async function exportLayer(options: ExportOptions): Promise<LayerExport> 
 
 	const chainId = chainIdOf([...lowerIds, diffId]);
 	if (epoch === undefined) {
-		await recordIds(store, layer, {diffId, chainId});
+		await addToLayerRecord(store, layer.id, {diffId, chainId});
 	}
 
 	return {

@@ -190,6 +190,37 @@ export async function commitLayer(
 }
 
 /**
+Add facts derived from a layer (its stats, its DiffID) to its record. Layers never change, so they stay
+true; the write is neither durable nor locked, since losing or repeating it only means deriving them
+again. Only the record's owner keeps them: a copy written by anyone else (root looking at a user's
+store) would be theirs, mode 0600, and the layer unreadable to the store's owner. A read-only store
+just does not keep them.
+*/
+export async function addToLayerRecord(
+	store: Store,
+	id: string,
+	facts: Pick<LayerRecord, 'files' | 'directories' | 'deletions' | 'size' | 'diffId' | 'chainId'>,
+): Promise<void> {
+	try {
+		const current = readLayer(store, id);
+		if (!current || statSync(layerRecordPath(store, id)).uid !== process.geteuid?.()) {
+			return;
+		}
+
+		await writeFileAtomic(
+			layerRecordPath(store, id),
+			`${JSON.stringify({...current, ...facts}, undefined, '\t')}\n`,
+			{
+				durable: false,
+				mode: 0o600,
+			},
+		);
+	} catch {
+		// Not kept: derived again next time.
+	}
+}
+
+/**
 A layer's record with its file count and size, measured once and then kept in its record (layers never
 change, so they stay true). Measuring walks the tree, which is why promotion does not do it.
 */
@@ -199,30 +230,12 @@ export async function layerWithStats(store: Store, layer: LayerRecord): Promise<
 	}
 
 	const stats = await measureUpper(layerTreePath(store, layer.id));
-	const measured: LayerRecord = {
-		...layer,
+	const facts = {
 		files: stats.files + stats.deletions,
 		directories: stats.directories,
 		deletions: stats.deletions,
 		size: stats.bytes,
 	};
-	try {
-		// Only the record's owner keeps the numbers: a copy written by anyone else (root looking at a
-		// user's store) would be theirs, mode 0600, and the layer unreadable to the store's owner.
-		if (statSync(layerRecordPath(store, layer.id)).uid === process.geteuid?.()) {
-			// Not durable and not locked: losing or repeating this write only means measuring again.
-			await writeFileAtomic(
-				layerRecordPath(store, layer.id),
-				`${JSON.stringify(measured, undefined, '\t')}\n`,
-				{
-					durable: false,
-					mode: 0o600,
-				},
-			);
-		}
-	} catch {
-		// A read-only view of the store still gets its numbers.
-	}
-
-	return measured;
+	await addToLayerRecord(store, layer.id, facts);
+	return {...layer, ...facts};
 }
