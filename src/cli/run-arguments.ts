@@ -191,10 +191,15 @@ export function parseCommandLine(
 	return {values, positionals, help, command: argv.slice(index)};
 }
 
+/** The value of an option given once (parseCommandLine refuses a second one), or undefined. */
+export function firstValue(values: ReadonlyMap<string, string[]>, name: string): string | undefined {
+	return values.get(name)?.[0];
+}
+
 /** Parse `scratch run` arguments (see parseCommandLine). */
 export function parseRunArguments(argv: readonly string[]): RunArguments {
 	const {values, help, command} = parseCommandLine(argv, runOptionSpecs, {usage: 'scratch run'});
-	const single = (name: string) => values.get(name)?.[0];
+	const single = (name: string) => firstValue(values, name);
 	const src = single('src');
 	const jsonFile = single('json-file');
 	const store = single('store');

@@ -6,7 +6,7 @@ import {describeHolder} from '../workspace/lock.js';
 import {initWorkspace, startWorkspaceRun, type WorkspaceRunEvent} from '../workspace/workspaces.js';
 import {renderWorkspaceInit} from './render-workspace.js';
 import {exitCodeFor, reportError} from './report-error.js';
-import {parseCommandLine, type RunOptionSpec, runOptionSpecs} from './run-arguments.js';
+import {firstValue, parseCommandLine, type RunOptionSpec, runOptionSpecs} from './run-arguments.js';
 import {
 	exitStatusOfRun,
 	forwardedSignals,
@@ -54,16 +54,12 @@ function onWorkspaceEvent(event: WorkspaceRunEvent): void {
 	}
 }
 
-function single(values: Map<string, string[]>, name: string): string | undefined {
-	return values.get(name)?.[0];
-}
-
 function runOptionsOf(values: Map<string, string[]>) {
-	const store = single(values, 'store');
+	const store = firstValue(values, 'store');
 	return {
 		...(store === undefined ? {} : {store}),
 		inPlace: values.has('in-place'),
-		backend: (single(values, 'backend') ?? 'auto') as BackendChoice,
+		backend: (firstValue(values, 'backend') ?? 'auto') as BackendChoice,
 		touch: values.get('touch') ?? [],
 		tmpfs: values.get('tmpfs') ?? [],
 	};
@@ -85,7 +81,7 @@ export async function wsRunCli(
 			throw new UsageError('no workspace given; write scratch ws run WS -- CMD');
 		}
 
-		const jsonFile = jsonFileOf(single(parsed.values, 'json-file'));
+		const jsonFile = jsonFileOf(firstValue(parsed.values, 'json-file'));
 		const run = await startWorkspaceRun({
 			workspace,
 			command: parsed.command,
@@ -122,8 +118,8 @@ export async function wsInitCli(
 			throw new UsageError('no workspace name given; write scratch ws init WS [-- CMD...]');
 		}
 
-		const src = single(parsed.values, 'src');
-		const jsonFile = jsonFileOf(single(parsed.values, 'json-file'));
+		const src = firstValue(parsed.values, 'src');
+		const jsonFile = jsonFileOf(firstValue(parsed.values, 'json-file'));
 		// The init command gets the signals sent to scratch; the workspace is then not made.
 		let run: RunHandle | undefined;
 		let received: NodeJS.Signals | undefined;

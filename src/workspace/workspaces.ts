@@ -18,7 +18,7 @@ import {
 	stackOf,
 } from '../store/layers.js';
 import {leaseName} from '../store/lease-names.js';
-import {listRefs, readRef, removeRef, writeRef} from '../store/refs.js';
+import {listRefs, type Ref, readRef, removeRef, writeRef} from '../store/refs.js';
 import {resolveBases} from '../store/resolve.js';
 import type {StoreOptions} from '../store/snapshots.js';
 import {defaultStorePath, openExistingStore, openStore, type Store} from '../store/store.js';
@@ -127,6 +127,17 @@ export type WorkspaceReset = {
 	freed: string[];
 };
 
+/** A workspace's snapshot names among `refs` (`WS/NAME`, one segment after the workspace's). */
+function workspaceSnapshotRefs(
+	refs: readonly Ref[],
+	workspace: string,
+): Array<{name: string; fullName: string; layer: string}> {
+	const prefix = `${workspace}/`;
+	return refs
+		.filter((ref) => ref.name.startsWith(prefix) && !ref.name.slice(prefix.length).includes('/'))
+		.map((ref) => ({name: ref.name.slice(prefix.length), fullName: ref.name, layer: ref.layer}));
+}
+
 function resolveStorePath(options: StoreOptions): string {
 	return path.resolve(options.store ?? defaultStorePath());
 }
@@ -166,17 +177,16 @@ async function repairWorkspace(store: Store, record: WorkspaceRecord): Promise<W
 			rmSync(path.join(store.layersDir, `${id}.json`), {force: true});
 			repaired = rest;
 		}
-
-		ensureWorkspaceDirectories(directory);
-		await writeWorkspace(store, repaired);
 	} else if (!existsSync(path.join(directory, workspaceEntries.upper))) {
 		// A rollback or clean dropped the writes and died before recording it: the writes are gone.
 		repaired = {...record, writes: freshWrites(record.writes.from)};
-		ensureWorkspaceDirectories(directory);
-		await writeWorkspace(store, repaired);
 	}
 
 	ensureWorkspaceDirectories(directory);
+	if (repaired !== record) {
+		await writeWorkspace(store, repaired);
+	}
+
 	return repaired;
 }
 
@@ -369,12 +379,9 @@ export async function listWorkspaceSnapshots(options: WorkspaceOptions): Promise
 		record.snapshotting && readLayer(store, record.snapshotting.layer)
 			? record.snapshotting.layer
 			: currentLayer(record);
-	const prefix = `${record.name}/`;
 	const snapshots: WorkspaceSnapshotEntry[] = [];
-	for (const ref of listRefs(store)) {
-		const name = ref.name.slice(prefix.length);
-		const found =
-			ref.name.startsWith(prefix) && !name.includes('/') ? readLayer(store, ref.layer) : undefined;
+	for (const {name, layer: id} of workspaceSnapshotRefs(listRefs(store), record.name)) {
+		const found = readLayer(store, id);
 		if (!found) {
 			continue;
 		}
@@ -446,9 +453,7 @@ export async function scrubWorkspace(options: WorkspaceOptions): Promise<Workspa
 				);
 			}
 
-			const refs = listRefs(store).filter(
-				(ref) => ref.name.startsWith(`${workspace}/`) && !ref.name.slice(workspace.length + 1).includes('/'),
-			);
+			const refs = workspaceSnapshotRefs(listRefs(store), workspace);
 			if (!record && refs.length === 0 && !existsSync(workspaceDirectory(store, workspace))) {
 				throw new NotFoundError(
 					`no workspace ${workspace} in store ${store.root}; scratch ws ls lists the workspaces`,
@@ -469,8 +474,8 @@ export async function scrubWorkspace(options: WorkspaceOptions): Promise<Workspa
 
 			// Names first: a crash midway leaves a workspace with fewer names, which scrub finishes.
 			for (const ref of refs) {
-				removeRef(store, ref.name);
-				names.push(ref.name);
+				removeRef(store, ref.fullName);
+				names.push(ref.fullName);
 				crashPoint('ws-scrub-unnamed');
 			}
 
@@ -520,9 +525,7 @@ export async function listWorkspaces(options: StoreOptions = {}): Promise<Worksp
 			continue;
 		}
 
-		const own = refs.filter(
-			(ref) => ref.name.startsWith(`${name}/`) && !ref.name.slice(name.length + 1).includes('/'),
-		);
+		const own = workspaceSnapshotRefs(refs, name);
 		const current = record.layers.at(-1);
 		const busy = workspaceHolder(store, name);
 		entries.push({
@@ -531,7 +534,7 @@ export async function listWorkspaces(options: StoreOptions = {}): Promise<Worksp
 			src: record.src,
 			created: record.created,
 			...(current ? {current} : {}),
-			currentNames: own.filter((ref) => ref.layer === current).map((ref) => ref.name.slice(name.length + 1)),
+			currentNames: own.filter((ref) => ref.layer === current).map((ref) => ref.name),
 			snapshots: own.length,
 			runs: record.writes.runs,
 			...(busy ? {busy} : {}),
