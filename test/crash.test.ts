@@ -15,13 +15,12 @@ import {
 	type Sandbox,
 	scratch,
 	scratchRun,
-	storeLeftovers,
 	type User,
 	uniqueSleep,
 	users,
 	waitForLine,
 } from './helpers/scratch.js';
-import {checkStoreConsistency, completeLayers, refTarget} from './helpers/store-check.js';
+import {assertStoreAtRest, checkStoreConsistency, completeLayers, refTarget} from './helpers/store-check.js';
 
 /*
 Faults: `SCRATCH_CRASH_AT=STEP` makes scratch SIGKILL itself at that step (src/system/crash-point.ts),
@@ -107,21 +106,6 @@ async function seenThrough(t: ExecutionContext, sandbox: Sandbox, name: string, 
 	return String(result.stdout);
 }
 
-/** After gc: a consistent store, and nothing of the crashed scratch left anywhere. */
-async function assertNothingLeft(t: ExecutionContext, sandbox: Sandbox): Promise<void> {
-	t.deepEqual(checkStoreConsistency(sandbox.store), []);
-	t.deepEqual(readdirSync(path.join(sandbox.store, 'runs')), []);
-	t.deepEqual(hostMountsUnder(sandbox.root), []);
-	t.true(
-		await eventually(() => processesWith(sandbox.store).length === 0),
-		'no process of the store is left',
-	);
-	t.true(
-		await eventually(() => storeLeftovers(sandbox.store).length === 0, 20_000),
-		storeLeftovers(sandbox.store).join(),
-	);
-}
-
 /** Where a crashed `run --promote` must leave the name: steps before the ref is written keep the old layer. */
 const runPromotionSteps = [
 	['layer-recorded', 'old'],
@@ -204,7 +188,7 @@ for (const [step, outcome] of runPromotionSteps) {
 
 			const report = await collect(t, sandbox);
 			t.is(report.deadRuns.length, 1);
-			await assertNothingLeft(t, sandbox);
+			await assertStoreAtRest(t, sandbox);
 			const target = refTarget(sandbox.store, 'app') as string;
 			if (outcome === 'old') {
 				t.is(target, oldLayer);
@@ -248,7 +232,7 @@ for (const [step, outcome] of keptPromotionSteps) {
 
 			const report = await collect(t, sandbox);
 			t.deepEqual(report.repairedRuns, upperMoved && outcome === 'kept' ? [runId] : []);
-			await assertNothingLeft(t, sandbox);
+			await assertStoreAtRest(t, sandbox);
 			if (outcome === 'kept') {
 				t.is(refTarget(sandbox.store, 'app'), oldLayer);
 				t.deepEqual(completeLayers(sandbox.store), [oldLayer]);
@@ -259,7 +243,7 @@ for (const [step, outcome] of keptPromotionSteps) {
 				t.is(again.exitCode, 0, String(again.stderr));
 				t.false(existsSync(keptDirectory(sandbox, runId)));
 				await collect(t, sandbox);
-				await assertNothingLeft(t, sandbox);
+				await assertStoreAtRest(t, sandbox);
 			} else {
 				t.false(existsSync(keptDirectory(sandbox, runId)), 'the promoted run is gone');
 			}
@@ -285,7 +269,7 @@ for (const [step] of keptPromotionSteps) {
 		t.false(existsSync(keptDirectory(sandbox, runId)));
 
 		await collect(t, sandbox);
-		await assertNothingLeft(t, sandbox);
+		await assertStoreAtRest(t, sandbox);
 		t.deepEqual(completeLayers(sandbox.store), [target]);
 		t.is(await seenThrough(t, sandbox, 'app'), 'new');
 	});
@@ -327,7 +311,7 @@ test('a promote of a kept run records its intent only once it holds the store, s
 
 	const report = await collect(t, sandbox);
 	t.deepEqual(report.repairedRuns, [runId]);
-	await assertNothingLeft(t, sandbox);
+	await assertStoreAtRest(t, sandbox);
 	t.is(refTarget(sandbox.store, 'app'), oldLayer);
 	const again = await scratch(sandbox, ['promote', '--store', sandbox.store, runId, 'app']);
 	t.is(again.exitCode, 0, String(again.stderr));
@@ -397,7 +381,7 @@ for (const step of gcSteps) {
 			);
 
 			await collect(t, sandbox);
-			await assertNothingLeft(t, sandbox);
+			await assertStoreAtRest(t, sandbox);
 			for (const [name, layer] of Object.entries(names)) {
 				t.is(refTarget(sandbox.store, name), layer, name);
 			}
@@ -424,7 +408,7 @@ for (const step of gcSteps) {
 			}
 
 			await collect(t, sandbox);
-			await assertNothingLeft(t, sandbox);
+			await assertStoreAtRest(t, sandbox);
 		});
 	}
 }
@@ -449,7 +433,7 @@ for (const user of users) {
 
 		const report = await collect(t, sandbox);
 		t.is(report.deadRuns.length, 1);
-		await assertNothingLeft(t, sandbox);
+		await assertStoreAtRest(t, sandbox);
 		t.deepEqual(completeLayers(sandbox.store), [oldLayer]);
 		t.is(await seenThrough(t, sandbox, 'app'), 'old');
 	});

@@ -3,17 +3,8 @@ import path from 'node:path';
 import {fileURLToPath} from 'node:url';
 import test, {type ExecutionContext} from 'ava';
 import {promoteLayer} from './helpers/layers.js';
-import {
-	eventually,
-	hostMountsUnder,
-	makeSandbox,
-	processesWith,
-	type Sandbox,
-	scratch,
-	storeLeftovers,
-	users,
-} from './helpers/scratch.js';
-import {checkStoreConsistency, completeLayers, refTarget} from './helpers/store-check.js';
+import {hostMountsUnder, makeSandbox, type Sandbox, scratch, users} from './helpers/scratch.js';
+import {assertStoreAtRest, completeLayers, refTarget} from './helpers/store-check.js';
 import {viewOf, ws, wsJson, wsSh} from './helpers/workspaces.js';
 
 /*
@@ -125,17 +116,7 @@ trash), every layer in `needed` still whole, and exactly the layers the records 
 */
 async function collectAndCheck(t: ExecutionContext, sandbox: Sandbox, needed: string[]): Promise<void> {
 	await collect(t, sandbox);
-	t.deepEqual(checkStoreConsistency(sandbox.store), []);
-	t.deepEqual(hostMountsUnder(sandbox.root), []);
-	t.deepEqual(entriesOf(path.join(sandbox.store, 'runs')), []);
-	t.true(
-		await eventually(() => processesWith(sandbox.store).length === 0),
-		'no process of the store is left',
-	);
-	t.true(
-		await eventually(() => storeLeftovers(sandbox.store).length === 0, 20_000),
-		storeLeftovers(sandbox.store).join(),
-	);
+	await assertStoreAtRest(t, sandbox);
 	const complete = completeLayers(sandbox.store);
 	for (const id of needed) {
 		t.true(complete.includes(id), `layer ${id}, which is still needed, was freed`);

@@ -6,18 +6,16 @@ import {
 	chownTree,
 	eventually,
 	fingerprintTree,
-	hostMountsUnder,
 	makeSandbox,
 	nobodyId,
 	type Sandbox,
 	scratch,
 	scratchRun,
-	storeLeftovers,
 	type User,
 	users,
 	waitForLine,
 } from './helpers/scratch.js';
-import {checkStoreConsistency, completeLayers, refTarget} from './helpers/store-check.js';
+import {assertStoreAtRest, completeLayers, refTarget} from './helpers/store-check.js';
 import {viewOf, ws, wsJson, wsSh} from './helpers/workspaces.js';
 
 type Snapshots = {
@@ -64,15 +62,6 @@ async function gc(t: ExecutionContext, sandbox: Sandbox) {
 	return JSON.parse(String(result.stdout)) as {layers: string[]; abandonedWorkspaces: string[]};
 }
 
-async function atRest(t: ExecutionContext, sandbox: Sandbox): Promise<void> {
-	t.deepEqual(hostMountsUnder(sandbox.root), []);
-	t.true(
-		await eventually(() => storeLeftovers(sandbox.store).length === 0, 20_000),
-		storeLeftovers(sandbox.store).join(),
-	);
-	t.deepEqual(checkStoreConsistency(sandbox.store), []);
-}
-
 /** Everything a refused command must leave as it was: names, layers, workspaces and their writes. */
 function storeState(sandbox: Sandbox): string {
 	const listing = (directory: string) =>
@@ -111,7 +100,7 @@ for (const user of users) {
 			'-c',
 			'pwd; echo one > one.txt; rm a.txt; mkdir -p d && echo x > d/x',
 		]);
-		await atRest(t, sandbox);
+		await assertStoreAtRest(t, sandbox);
 	});
 
 	test(`as ${user}: snapshot, rollback, clean, and names usable as --base`, async (t) => {
@@ -204,7 +193,7 @@ for (const user of users) {
 			[postinit, s1.layer].sort(),
 			'gc keeps what the workspace reaches',
 		);
-		await atRest(t, sandbox);
+		await assertStoreAtRest(t, sandbox);
 	});
 }
 
@@ -233,7 +222,7 @@ test('init with a command: its writes are postinit; a failing init command makes
 	const again = await ws(sandbox, 'init', 'broken');
 	t.is(again.exitCode, 0, 'the name is free again');
 	await gc(t, sandbox);
-	await atRest(t, sandbox);
+	await assertStoreAtRest(t, sandbox);
 });
 
 test('init --base: postinit names the base when nothing was written; several bases get a layer of their own', async (t) => {
@@ -252,7 +241,7 @@ test('init --base: postinit names the base when nothing was written; several bas
 	const rollback = await ws(sandbox, 'rollback', 'two', ['postinit']);
 	t.is(rollback.exitCode, 0, String(rollback.stderr));
 	t.is(await wsSh(t, sandbox, 'two', 'cat deps.txt tools.txt'), 'deps\ntools');
-	await atRest(t, sandbox);
+	await assertStoreAtRest(t, sandbox);
 });
 
 test('ws rm of the current name and of postinit never breaks the workspace; data goes once nothing reaches it', async (t) => {
@@ -294,7 +283,7 @@ test('ws rm of the current name and of postinit never breaks the workspace; data
 	const rollback = await ws(sandbox, 'rm', 'dev', ['s3']);
 	t.regex(String(rollback.stdout), /layer [a-z\d]{6} is still reached, so it stays/);
 	t.true(completeLayers(sandbox.store).includes(s3.layer));
-	await atRest(t, sandbox);
+	await assertStoreAtRest(t, sandbox);
 });
 
 test('ws rm frees a layer at once when nothing else reaches it', async (t) => {
@@ -307,7 +296,7 @@ test('ws rm frees a layer at once when nothing else reaches it', async (t) => {
 	const removed = await wsJson<{freed: string[]}>(t, sandbox, 'rm', 'dev', ['s1']);
 	t.deepEqual(removed.freed, [s1.layer]);
 	t.false(completeLayers(sandbox.store).includes(s1.layer));
-	await atRest(t, sandbox);
+	await assertStoreAtRest(t, sandbox);
 });
 
 test('ws scrub removes the workspace and only what it alone reaches', async (t) => {
@@ -337,7 +326,7 @@ test('ws scrub removes the workspace and only what it alone reaches', async (t) 
 	const scrubB = await wsJson<{freed: string[]}>(t, sandbox, 'scrub', 'b');
 	t.deepEqual(scrubB.freed, [aPostinit], 'deps is still named');
 	t.deepEqual(completeLayers(sandbox.store), [deps]);
-	await atRest(t, sandbox);
+	await assertStoreAtRest(t, sandbox);
 });
 
 test('two workspaces in one store are independent', async (t) => {
@@ -357,7 +346,7 @@ test('two workspaces in one store are independent', async (t) => {
 		String(human.stdout),
 		/^WORKSPACE\s+CURRENT\s+SNAPSHOTS\s+RUNS\s+STATE\s+CREATED\s+SOURCE\nx\s+postinit\s+1\s+1\s+idle .*\ny\s+postinit\s+1\s+2\s+idle /,
 	);
-	await atRest(t, sandbox);
+	await assertStoreAtRest(t, sandbox);
 });
 
 for (const user of users) {
@@ -419,7 +408,7 @@ for (const user of users) {
 		const done = await second;
 		t.is(done.exitCode, 0, String(done.stderr));
 		t.is(String(done.stdout), 'first\nfirst-done\nsecond', 'the second run saw all the first one wrote');
-		await atRest(t, sandbox);
+		await assertStoreAtRest(t, sandbox);
 	});
 }
 
@@ -439,7 +428,7 @@ test('a ws run whose scratch was killed never blocks the next', async (t) => {
 	t.is(next.exitCode, 0, String(next.stderr));
 	t.is(String(next.stdout), 'kept', 'what the killed run wrote stays in the workspace');
 	await gc(t, sandbox);
-	await atRest(t, sandbox);
+	await assertStoreAtRest(t, sandbox);
 });
 
 test('--touch copies matching files up before the command, without changing them', async (t) => {
@@ -639,7 +628,7 @@ test('gc keeps every layer a workspace reaches and reclaims an init that died', 
 	t.deepEqual((await gc(t, sandbox)).abandonedWorkspaces, ['dying']);
 	t.false(existsSync(path.join(sandbox.store, 'workspaces', 'dying')));
 	t.is((await ws(sandbox, 'init', 'dying')).exitCode, 0);
-	await atRest(t, sandbox);
+	await assertStoreAtRest(t, sandbox);
 });
 
 test('ws --help lists the workspace commands', async (t) => {
@@ -678,6 +667,6 @@ for (const user of users) {
 		const source = statSync(path.join(sandbox.src, 'var/lib/rpm/sub/Index'));
 		const copied = statSync(path.join(upper, 'sub/Index'));
 		t.deepEqual([copied.mode, copied.uid, copied.mtimeMs], [source.mode, source.uid, source.mtimeMs]);
-		await atRest(t, sandbox);
+		await assertStoreAtRest(t, sandbox);
 	});
 }

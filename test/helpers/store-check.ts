@@ -1,10 +1,12 @@
 import {existsSync, lstatSync, readdirSync, readFileSync} from 'node:fs';
 import path from 'node:path';
+import type {ExecutionContext} from 'ava';
 import {isLayerId, type LayerRecord} from '../../src/store/layers.js';
 import {isLeaseNameAlive} from '../../src/store/lease-names.js';
 import {nameFromRefFile} from '../../src/store/names.js';
 import type {RunRecord} from '../../src/store/runs.js';
 import {isProcessAlive, type ProcessIdentity} from '../../src/system/process-identity.js';
+import {eventually, hostMountsUnder, processesWith, type Sandbox, storeLeftovers} from './scratch.js';
 
 /*
 What a store must look like once nothing runs in it and `gc` has been through: the invariants of
@@ -286,4 +288,22 @@ export function completeLayers(storeRoot: string): string[] {
 	const layersDirectory = path.join(storeRoot, 'layers');
 	const names = new Set(entriesOf(layersDirectory));
 	return [...names].filter((name) => isLayerId(name) && names.has(`${name}.json`)).sort();
+}
+
+/**
+A store at rest after its runs: consistent (checkStoreConsistency), no run dir, no mount on the host,
+no process of the store, and (once the background deleters are done) nothing in runs, tmp or trash.
+*/
+export async function assertStoreAtRest(t: ExecutionContext, sandbox: Sandbox): Promise<void> {
+	t.deepEqual(checkStoreConsistency(sandbox.store), []);
+	t.deepEqual(entriesOf(path.join(sandbox.store, 'runs')), []);
+	t.deepEqual(hostMountsUnder(sandbox.root), []);
+	t.true(
+		await eventually(() => processesWith(sandbox.store).length === 0),
+		'no process of the store is left',
+	);
+	t.true(
+		await eventually(() => storeLeftovers(sandbox.store).length === 0, 20_000),
+		storeLeftovers(sandbox.store).join(),
+	);
 }
