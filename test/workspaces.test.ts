@@ -1,6 +1,7 @@
 import {existsSync, readdirSync, readFileSync, statSync, symlinkSync} from 'node:fs';
 import path from 'node:path';
 import test, {type ExecutionContext} from 'ava';
+import type {WorkspaceReset, WorkspaceSnapshot, WorkspaceSnapshots} from '../src/workspace/workspaces.js';
 import {promoteLayer} from './helpers/layers.js';
 import {
 	chownTree,
@@ -18,26 +19,6 @@ import {
 import {assertStoreAtRest, completeLayers, refTarget} from './helpers/store-check.js';
 import {viewOf, ws, wsJson, wsSh} from './helpers/workspaces.js';
 
-type Snapshots = {
-	workspace: string;
-	current: string;
-	snapshots: Array<{
-		name: string;
-		layer: string;
-		current: boolean;
-		created: string;
-		size: number;
-		files: number;
-	}>;
-	writes: {runs: number; commands: string[][]; from?: string};
-	busy?: {operation: string; pid: number};
-};
-type Reset = {
-	workspace: string;
-	layer: string;
-	dropped: {runs: number; commands: string[][]; hadWrites: boolean};
-};
-type Snapshot = {name: string; layer: string; created: boolean};
 type WorkspaceRecord = {name: string; state: string; layers: string[]; src: string};
 
 function workspaceRecord(sandbox: Sandbox, name: string): WorkspaceRecord {
@@ -93,7 +74,7 @@ for (const user of users) {
 		t.is(status.exitCode, 7, 'ws run exits with the command status');
 		t.true((await viewOf(t, sandbox, 'dev')).includes('two.txt f two'), 'a failing command still writes');
 		t.deepEqual(fingerprintTree(sandbox.src), before);
-		const listing = await wsJson<Snapshots>(t, sandbox, 'snapshots', 'dev');
+		const listing = await wsJson<WorkspaceSnapshots>(t, sandbox, 'snapshots', 'dev');
 		t.is(listing.writes.runs, 4);
 		t.deepEqual(listing.writes.commands.at(0), [
 			'sh',
@@ -118,20 +99,20 @@ for (const user of users) {
 		]);
 
 		await wsSh(t, sandbox, 'dev', 'echo 1 > one.txt');
-		const s1 = await wsJson<Snapshot>(t, sandbox, 'snapshot', 'dev', ['s1']);
+		const s1 = await wsJson<WorkspaceSnapshot>(t, sandbox, 'snapshot', 'dev', ['s1']);
 		t.true(s1.created);
 		t.is(s1.name, 'dev/s1');
 		t.is(refTarget(sandbox.store, 'dev/s1'), s1.layer);
 		t.deepEqual(workspaceRecord(sandbox, 'dev').layers, [postinit, s1.layer]);
 
 		// Lazy: no writes since s1, so s2 names the same layer.
-		const s2 = await wsJson<Snapshot>(t, sandbox, 'snapshot', 'dev', ['s2']);
+		const s2 = await wsJson<WorkspaceSnapshot>(t, sandbox, 'snapshot', 'dev', ['s2']);
 		t.false(s2.created);
 		t.is(s2.layer, s1.layer);
 		const layersAfterAlias = completeLayers(sandbox.store);
 		t.deepEqual(layersAfterAlias, [postinit, s1.layer].sort());
 
-		const listing = await wsJson<Snapshots>(t, sandbox, 'snapshots', 'dev');
+		const listing = await wsJson<WorkspaceSnapshots>(t, sandbox, 'snapshots', 'dev');
 		t.deepEqual(
 			listing.snapshots.map((entry) => [entry.name, entry.current]),
 			[
@@ -147,7 +128,7 @@ for (const user of users) {
 		);
 
 		await wsSh(t, sandbox, 'dev', 'rm one.txt; echo 2 > two.txt');
-		const rollback = await wsJson<Reset>(t, sandbox, 'rollback', 'dev', ['s1']);
+		const rollback = await wsJson<WorkspaceReset>(t, sandbox, 'rollback', 'dev', ['s1']);
 		t.true(rollback.dropped.hadWrites);
 		t.is(rollback.dropped.runs, 1);
 		t.deepEqual(rollback.dropped.commands, [['sh', '-c', 'rm one.txt; echo 2 > two.txt']]);
@@ -249,7 +230,7 @@ test('ws rm of the current name and of postinit never breaks the workspace; data
 	await init(t, sandbox, 'dev');
 	const postinit = refTarget(sandbox.store, 'dev/postinit') as string;
 	await wsSh(t, sandbox, 'dev', 'echo 1 > one.txt');
-	const s1 = await wsJson<Snapshot>(t, sandbox, 'snapshot', 'dev', ['s1']);
+	const s1 = await wsJson<WorkspaceSnapshot>(t, sandbox, 'snapshot', 'dev', ['s1']);
 	const removeCurrent = await wsJson<{name: string; layer: string; freed: string[]}>(
 		t,
 		sandbox,
@@ -279,7 +260,7 @@ test('ws rm of the current name and of postinit never breaks the workspace; data
 	);
 
 	await wsSh(t, sandbox, 'dev', 'echo 3 > three.txt');
-	const s3 = await wsJson<Snapshot>(t, sandbox, 'snapshot', 'dev', ['s3']);
+	const s3 = await wsJson<WorkspaceSnapshot>(t, sandbox, 'snapshot', 'dev', ['s3']);
 	const rollback = await ws(sandbox, 'rm', 'dev', ['s3']);
 	t.regex(String(rollback.stdout), /layer [a-z\d]{6} is still reached, so it stays/);
 	t.true(completeLayers(sandbox.store).includes(s3.layer));
@@ -290,7 +271,7 @@ test('ws rm frees a layer at once when nothing else reaches it', async (t) => {
 	const sandbox = makeSandbox(t, 'root');
 	await init(t, sandbox, 'dev');
 	await wsSh(t, sandbox, 'dev', 'echo 1 > one.txt');
-	const s1 = await wsJson<Snapshot>(t, sandbox, 'snapshot', 'dev', ['s1']);
+	const s1 = await wsJson<WorkspaceSnapshot>(t, sandbox, 'snapshot', 'dev', ['s1']);
 	const rollback = await ws(sandbox, 'rollback', 'dev', ['postinit']);
 	t.is(rollback.exitCode, 0);
 	const removed = await wsJson<{freed: string[]}>(t, sandbox, 'rm', 'dev', ['s1']);
@@ -305,7 +286,7 @@ test('ws scrub removes the workspace and only what it alone reaches', async (t) 
 	await init(t, sandbox, 'a', ['--base', 'deps', '--', 'sh', '-c', 'echo a > a.txt']);
 	const aPostinit = refTarget(sandbox.store, 'a/postinit') as string;
 	await wsSh(t, sandbox, 'a', 'echo more > more.txt');
-	const aSnapshot = await wsJson<Snapshot>(t, sandbox, 'snapshot', 'a', ['more']);
+	const aSnapshot = await wsJson<WorkspaceSnapshot>(t, sandbox, 'snapshot', 'a', ['more']);
 	await init(t, sandbox, 'b', ['--base', 'a/postinit']);
 	t.is(refTarget(sandbox.store, 'b/postinit'), aPostinit, "b starts on a's postinit");
 
@@ -390,7 +371,7 @@ for (const user of users) {
 			scratch(sandbox, ['ws', 'ls', '--store', sandbox.store, '--json']),
 		]);
 		t.is(readers[0].exitCode, 0);
-		t.is((JSON.parse(String(readers[0].stdout)) as Snapshots).busy?.operation, 'run');
+		t.is((JSON.parse(String(readers[0].stdout)) as WorkspaceSnapshots).busy?.operation, 'run');
 		t.regex(String(readers[1].stdout), /"operation": "run"/);
 
 		const second = ws(sandbox, 'run', 'dev', ['--', 'sh', '-c', 'echo second >> log; cat log']);
