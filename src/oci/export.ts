@@ -270,8 +270,8 @@ function epochFromEnvironment(): number | undefined {
 	return Number(value);
 }
 
-/** A layer's DiffID under `epoch`, from its record when known, else by hashing a tar of it. */
-async function diffIdOf(store: Store, layer: LayerRecord, epoch: number | undefined): Promise<string> {
+/** A layer's DiffID under `epoch`, from its record when known, else by hashing a tar of it (and recording it). */
+export async function layerDiffId(store: Store, layer: LayerRecord, epoch: number | undefined): Promise<string> {
 	if (epoch === undefined && layer.diffId) {
 		return layer.diffId;
 	}
@@ -358,7 +358,7 @@ export async function exportLayer(options: ExportOptions): Promise<LayerExport> 
 	const diffId = `sha256:${sink.hash.digest('hex')}`;
 	const lowerIds: string[] = [];
 	for (const lower of lowers) {
-		lowerIds.push(await diffIdOf(store, lower, epoch));
+		lowerIds.push(await layerDiffId(store, lower, epoch));
 	}
 
 	const chainId = chainIdOf([...lowerIds, diffId]);
