@@ -397,7 +397,7 @@ export async function main(argv: readonly string[]): Promise<number> {
 				throw error;
 			}
 
-			const known = ['run', 'ls', 'inspect', 'tag', 'rm', 'diff', 'promote', 'gc', 'squash', 'export', 'ws'];
+			const known = ['run', 'ls', 'inspect', 'tag', 'rm', 'diff', 'promote', 'gc', 'squash', 'export', 'import', 'push', 'pull', 'ws'];
 			const [first, second] = argv;
 			let text = message.charAt(0).toLowerCase() + message.slice(1);
 			if (first && !first.startsWith('-') && !known.includes(first)) {
