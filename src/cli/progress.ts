@@ -17,8 +17,11 @@ export type Progress = {
 const redrawMilliseconds = 100;
 const barWidth = 24;
 
-/** A progress line labelled `label`, or undefined when stderr is not a terminal (or when `quiet`). */
-export function createProgress(label: string, stream: NodeJS.WriteStream = process.stderr): Progress | undefined {
+/** A progress line labelled `label`, or undefined when stderr is not a terminal. */
+export function createProgress(
+	label: string,
+	stream: NodeJS.WriteStream = process.stderr,
+): Progress | undefined {
 	if (!stream.isTTY) {
 		return undefined;
 	}
