@@ -78,6 +78,12 @@ export class StoreError extends ScratchError {
 	override readonly code = 'ERR_SCRATCH_STORE';
 }
 
+/** A registry refused, could not be reached, or sent something that is not what was asked for. */
+export class RegistryError extends ScratchError {
+	override name = 'RegistryError';
+	override readonly code = 'ERR_SCRATCH_REGISTRY';
+}
+
 /** Turn a Node.js system error into the short reason used inside our one-line messages. */
 export function describeSystemError(error: unknown): string {
 	if (error instanceof Error) {

@@ -67,3 +67,30 @@ export function createProgress(
 		},
 	};
 }
+
+/**
+Progress for work in several labelled parts (the layers of a push or pull): a callback for the library's
+`onProgress(label, done, total)` and a `finish`, both no-ops when stderr is not a terminal.
+*/
+export function labelledProgress(): {
+	report: (label: string, done: number, total: number | undefined) => void;
+	finish: () => void;
+} {
+	let progress: Progress | undefined;
+	let current: string | undefined;
+	return {
+		report(label, done, total) {
+			if (current === undefined) {
+				progress = createProgress(label);
+			} else if (label !== current) {
+				progress?.relabel(label);
+			}
+
+			current = label;
+			progress?.update(done, total);
+		},
+		finish() {
+			progress?.finish();
+		},
+	};
+}
