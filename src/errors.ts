@@ -84,6 +84,12 @@ export class RegistryError extends ScratchError {
 	override readonly code = 'ERR_SCRATCH_REGISTRY';
 }
 
+/** An archive to import is damaged, or holds what a layer must not: a path outside it, a device node. */
+export class ArchiveError extends ScratchError {
+	override name = 'ArchiveError';
+	override readonly code = 'ERR_SCRATCH_ARCHIVE';
+}
+
 /** Turn a Node.js system error into the short reason used inside our one-line messages. */
 export function describeSystemError(error: unknown): string {
 	if (error instanceof Error) {

@@ -1,4 +1,5 @@
 export {
+	ArchiveError,
 	BusyError,
 	describeSystemError,
 	ExistsError,
@@ -16,6 +17,14 @@ export {
 export {type DiffOptions, diffLayer, type LayerChange, type LayerDiff} from './layer/diff.js';
 export {type Squash, type SquashOptions, squashLayer} from './layer/squash.js';
 export {chainIdOf, type ExportOptions, exportLayer, type LayerExport} from './oci/export.js';
+export {
+	type ImportOptions,
+	importLayer,
+	importTarIntoStore,
+	type LayerImport,
+	type TarImport,
+	type TarImportOptions,
+} from './oci/import.js';
 export {
 	type BackendChoice,
 	type BackendName,

@@ -65,6 +65,8 @@ export type LayerRecord = {
 	diffId?: string;
 	/** `sha256:` ChainID of the layer's stack, once exported. */
 	chainId?: string;
+	/** Set when it came from a registry: `REGISTRY/REPOSITORY@BLOB-DIGEST`. */
+	pulled?: string;
 };
 
 /** The tree of a layer, in overlay upper format. */
@@ -128,6 +130,38 @@ export function scanLayers(store: Store): {complete: string[]; halfMade: string[
 		.filter((id) => !(trees.has(id) && records.has(id)))
 		.sort();
 	return {complete, halfMade, temporary};
+}
+
+/**
+A complete layer whose record has the ChainID `chainId` (and, when `lowers` is given, exactly those
+lowers), or undefined. ChainIDs are recorded by export, import and pull; this reads every record, so it
+costs one small file read per layer.
+*/
+export function findLayerByChainId(
+	store: Store,
+	chainId: string,
+	lowers?: readonly string[],
+): LayerRecord | undefined {
+	for (const id of scanLayers(store).complete) {
+		let layer: LayerRecord | undefined;
+		try {
+			layer = readLayer(store, id);
+		} catch {
+			// A record that cannot be parsed matches nothing.
+			continue;
+		}
+
+		if (
+			layer?.chainId === chainId &&
+			(lowers === undefined ||
+				(layer.lowers.length === lowers.length &&
+					layer.lowers.every((lower, index) => lower === lowers[index])))
+		) {
+			return layer;
+		}
+	}
+
+	return undefined;
 }
 
 /** The layers a stack of `layer` mounts, bottom first, itself last. */
