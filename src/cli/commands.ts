@@ -3,6 +3,9 @@ import {UsageError} from '../errors.js';
 import {diffLayer} from '../layer/diff.js';
 import {squashLayer} from '../layer/squash.js';
 import {exportLayer} from '../oci/export.js';
+import {importLayer, type LayerImport} from '../oci/import.js';
+import {type Pull, pullLayer} from '../oci/pull.js';
+import {type Push, pushLayer} from '../oci/push.js';
 import {collectGarbage} from '../store/gc.js';
 import {inspectLayer, listSnapshots, promoteRun, removeSnapshots, tagSnapshot} from '../store/snapshots.js';
 import {defaultStorePath} from '../store/store.js';
@@ -15,8 +18,16 @@ import {
 	scrubWorkspace,
 	snapshotWorkspace,
 } from '../workspace/workspaces.js';
+import {createProgress, labelledProgress} from './progress.js';
 import {renderDiff} from './render-diff.js';
-import {formatCommand, renderGcReport, renderLayerDetails, renderSnapshots} from './render-store.js';
+import {
+	formatBytes,
+	formatCommand,
+	plural,
+	renderGcReport,
+	renderLayerDetails,
+	renderSnapshots,
+} from './render-store.js';
 import {
 	renderWorkspaceRemoval,
 	renderWorkspaceReset,
@@ -384,8 +395,181 @@ export async function main(argv: readonly string[]): Promise<number> {
 				}
 			},
 		)
+		.command(
+			'import <file>',
+			'An OCI image layer tar (or a gzip of one; - for stdin) as a layer named --name, on --base if given',
+			(command) =>
+				storeOption(command)
+					.positional('file', {
+						type: 'string',
+						demandOption: true,
+						description: 'The tar or tar.gz file, or - for stdin',
+					})
+					.option('name', {
+						type: 'string',
+						demandOption: true,
+						description: 'The name the layer gets (an existing name is moved to it)',
+					})
+					.option('base', {
+						type: 'string',
+						description: 'A snapshot name or layer id the layer stacks on, with its lowers',
+					})
+					.option('keep-setid', {
+						type: 'boolean',
+						default: false,
+						description: 'Keep setuid and setgid bits and file capabilities (refused otherwise)',
+					})
+					.option('allow-outside-symlinks', {
+						type: 'boolean',
+						default: false,
+						description: 'Accept symlinks that point outside the layer (absolute, or climbing out with ..)',
+					})
+					.epilogue(
+						'Exit status: 0 imported; 1 not imported (a damaged or refused archive, a missing base), nothing changed; 2 bad usage.',
+					),
+			async (options) => {
+				for (const key of ['name', 'base'] as const) {
+					if (Array.isArray(options[key])) {
+						throw new UsageError(`--${key} was given more than once; give it once`);
+					}
+				}
+
+				// yargs reads a lone '-' as an empty string.
+				const fromStdin = options.file === '-' || (options.file === '' && argv.includes('-'));
+				if (fromStdin && process.stdin.isTTY) {
+					throw new UsageError(
+						'scratch import - reads a tar from stdin, and stdin is a terminal; pipe a tar into it or give a FILE',
+					);
+				}
+
+				const progress = createProgress(`import ${options.name}`);
+				let imported: LayerImport;
+				try {
+					imported = await importLayer({
+						...storeOf(options),
+						...(fromStdin ? {stream: process.stdin} : {file: options.file}),
+						name: options.name,
+						...(options.base === undefined ? {} : {base: options.base}),
+						keepSetid: options['keep-setid'],
+						allowOutsideSymlinks: options['allow-outside-symlinks'],
+						...(progress ? {onProgress: (done: number, total?: number) => progress.update(done, total)} : {}),
+					});
+				} finally {
+					progress?.finish();
+				}
+
+				if (imported.ownersMapped > 0) {
+					process.stderr.write(
+						`scratch: warning: ${plural(imported.ownersMapped, 'entry', 'entries')} of ${fromStdin ? 'stdin' : options.file} belonged to owners other than uid and gid 0; in this rootless store they belong to you (uid 0 in your runs)\n`,
+					);
+				}
+
+				const summary = `imported ${imported.name} (layer ${imported.layer}${imported.reused ? ', which the store had already' : ''}): ${imported.entries} entries, ${imported.bytes} bytes of tar; DiffID ${imported.diffId}\n`;
+				if (options.json) {
+					print(true, imported, () => '');
+				} else {
+					process.stderr.write(`scratch: ${summary}`);
+				}
+			},
+		)
 		.command('ws', 'Workspaces: persistent writable states with snapshots, rollback, clean and scrub', (ws) =>
 			workspaceCommands(ws, argv).demandCommand(1, 'no ws command given (see scratch ws --help)'),
+		)
+		.command(
+			'push <name> <destination>',
+			"Send a snapshot's whole stack (or it flattened) to an OCI registry as REGISTRY/REPO:TAG",
+			(command) =>
+				storeOption(command)
+					.positional('name', {
+						type: 'string',
+						demandOption: true,
+						description: 'A snapshot name or layer id',
+					})
+					.positional('destination', {
+						type: 'string',
+						demandOption: true,
+						description: 'REGISTRY/REPOSITORY:TAG, e.g. 127.0.0.1:5000/team/deps:v1',
+					})
+					.option('flatten', {
+						type: 'boolean',
+						default: false,
+						description: 'Send the stack as one layer (what export --flatten writes)',
+					})
+					.option('insecure', {
+						type: 'boolean',
+						default: false,
+						description: 'Plain HTTP, for a registry on this machine',
+					}),
+			async (options) => {
+				const progress = labelledProgress();
+				let pushed: Push;
+				try {
+					pushed = await pushLayer({
+						...storeOf(options),
+						reference: options.name,
+						destination: options.destination,
+						flatten: options.flatten,
+						insecure: options.insecure,
+						onProgress: progress.report,
+					});
+				} finally {
+					progress.finish();
+				}
+
+				print(options.json, pushed, (value) => {
+					const sent = value.layers.filter(({uploaded}) => uploaded).length;
+					return `pushed ${value.name ?? value.layer} to ${value.destination}: ${plural(value.layers.length, 'layer')}${value.flattened ? ' (flattened)' : ''}, ${sent} sent (${formatBytes(value.uploadedBytes)}), ${value.layers.length - sent} already there; ${value.digest}\n`;
+				});
+			},
+		)
+		.command(
+			'pull <source>',
+			"Fetch an OCI image's layers from a registry as a stack and name its top layer",
+			(command) =>
+				storeOption(command)
+					.positional('source', {
+						type: 'string',
+						demandOption: true,
+						description: 'REGISTRY/REPOSITORY:TAG or REGISTRY/REPOSITORY@sha256:DIGEST',
+					})
+					.option('name', {type: 'string', demandOption: true, description: 'The name the top layer gets'})
+					.option('insecure', {
+						type: 'boolean',
+						default: false,
+						description: 'Plain HTTP, for a registry on this machine',
+					})
+					.option('keep-setid', {
+						type: 'boolean',
+						default: false,
+						description: 'Keep setuid and setgid bits (refused otherwise)',
+					})
+					.option('allow-outside-symlinks', {
+						type: 'boolean',
+						default: false,
+						description: 'Accept symlinks that point outside the layer (absolute, or climbing out with ..)',
+					}),
+			async (options) => {
+				const progress = labelledProgress();
+				let pulled: Pull;
+				try {
+					pulled = await pullLayer({
+						...storeOf(options),
+						source: options.source,
+						name: options.name,
+						insecure: options.insecure,
+						keepSetid: options['keep-setid'],
+						allowOutsideSymlinks: options['allow-outside-symlinks'],
+						onProgress: progress.report,
+					});
+				} finally {
+					progress.finish();
+				}
+
+				print(options.json, pulled, (value) => {
+					const fetched = value.layers.filter(({reused}) => !reused).length;
+					return `pulled ${value.source} as ${value.name} (layer ${value.layer}): ${plural(value.layers.length, 'layer')}, ${fetched} fetched (${formatBytes(value.downloadedBytes)}), ${value.layers.length - fetched} already in the store; ${value.digest}\n`;
+				});
+			},
 		)
 		.demandCommand(1, 'no command given')
 		.strict()
@@ -397,7 +581,22 @@ export async function main(argv: readonly string[]): Promise<number> {
 				throw error;
 			}
 
-			const known = ['run', 'ls', 'inspect', 'tag', 'rm', 'diff', 'promote', 'gc', 'squash', 'export', 'import', 'push', 'pull', 'ws'];
+			const known = [
+				'run',
+				'ls',
+				'inspect',
+				'tag',
+				'rm',
+				'diff',
+				'promote',
+				'gc',
+				'squash',
+				'export',
+				'import',
+				'push',
+				'pull',
+				'ws',
+			];
 			const [first, second] = argv;
 			let text = message.charAt(0).toLowerCase() + message.slice(1);
 			if (first && !first.startsWith('-') && !known.includes(first)) {
