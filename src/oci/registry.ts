@@ -424,12 +424,11 @@ export class RegistryClient {
 	}
 
 	/**
-	Upload a blob from a stream whose digest is known only at its end: POST for a session, one PATCH
-	with the whole stream, then PUT with the digest `finish` returns once the stream is done.
+	Upload a blob from a stream whose digest is known only at its end: POST for a session, then
+	`produce` the stream, one PATCH with all of it, then PUT with the digest `finish` returns.
 	*/
 	async uploadBlob(
-		stream: Readable,
-		finish: () => Promise<{digest: string; size: number}>,
+		produce: () => {stream: Readable; finish: () => Promise<{digest: string; size: number}>},
 		what: string,
 	): Promise<{digest: string; size: number}> {
 		const started = await this.request(this.url('blobs/uploads/'), {
@@ -440,6 +439,8 @@ export class RegistryClient {
 		});
 		await started.body?.cancel();
 		let location = this.location(started, 'upload start');
+		// Only now, with the registry reached and the session open, is the blob read.
+		const {stream, finish} = produce();
 		const patched = await this.request(location, {
 			method: 'PATCH',
 			headers: {'content-type': 'application/octet-stream'},
