@@ -9,6 +9,7 @@ export {
 	MountError,
 	NotFoundError,
 	PermissionError,
+	RegistryError,
 	ScratchError,
 	StoreError,
 	UnsupportedEnvironmentError,
@@ -25,6 +26,9 @@ export {
 	type TarImport,
 	type TarImportOptions,
 } from './oci/import.js';
+export {type Pull, type PulledLayer, type PullOptions, pullLayer} from './oci/pull.js';
+export {type Push, type PushedLayer, type PushOptions, pushLayer} from './oci/push.js';
+export {findCredentials, type ImageReference, parseImageReference} from './oci/registry.js';
 export {
 	type BackendChoice,
 	type BackendName,

@@ -284,8 +284,8 @@ test('as root: skopeo and umoci unpack what push sent to the same tree a run sho
 	t.is(withoutRoot(unpacked.stdout), withoutRoot(String(view.stdout)));
 });
 
-test('credentials: from the environment and from a Docker config file; refused without them', async (t) => {
-	const registry = await startRegistry(t, {auth: true});
+test('Basic auth: credentials from the environment and from a Docker config file; refused without them', async (t) => {
+	const registry = await startRegistry(t, {auth: 'htpasswd'});
 	const sandbox = makeSandbox(t, 'root', sourceFiles);
 	await promoteLayer(t, sandbox, 'one', 'echo 1 > one');
 	const destination = `${registry.address}/team/auth:v1`;
@@ -408,3 +408,25 @@ for (const user of ['root', 'nobody'] as User[]) {
 		}
 	});
 }
+
+test('Bearer auth: a token from the token service of the registry, with the credentials; refused without them', async (t) => {
+	const registry = await startRegistry(t, {auth: 'token'});
+	const here = makeSandbox(t, 'nobody', sourceFiles);
+	const there = makeSandbox(t, 'nobody', sourceFiles);
+	await promoteLayer(t, here, 'one', 'echo 1 > one');
+	const destination = `${registry.address}/team/token:v1`;
+	const credentials = {SCRATCH_REGISTRY_USERNAME: 'alice', SCRATCH_REGISTRY_PASSWORD: 'secret'};
+
+	const refused = await push(here, 'one', destination);
+	t.is(refused.exitCode, 1);
+	t.regex(
+		String(refused.stderr),
+		/^scratch: the token service of registry 127\.0\.0\.1:\d+ refused repository:team\/token:pull,push anonymously \(HTTP 401\)/,
+	);
+
+	const pushed = await push(here, 'one', destination, ['--json'], credentials);
+	t.is(pushed.exitCode, 0, String(pushed.stderr));
+	const pulled = await pull(there, destination, 'one', [], credentials);
+	t.is(pulled.exitCode, 0, String(pulled.stderr));
+	t.is(await viewOf(t, there, 'one'), await viewOf(t, here, 'one'));
+});
