@@ -354,7 +354,7 @@ export async function main(argv: readonly string[]): Promise<number> {
 		)
 		.command(
 			'export <name>',
-			'A layer as a deterministic OCI image layer tar (to stdout, or -o FILE); records its DiffID and ChainID',
+			'A layer (or with --flatten its whole stack) as a deterministic OCI image layer tar (to stdout, or -o FILE); records its DiffID and ChainID',
 			(command) =>
 				storeOption(command)
 					.positional('name', {
@@ -367,7 +367,12 @@ export async function main(argv: readonly string[]): Promise<number> {
 						type: 'string',
 						description: 'Write the tar to FILE instead of stdout',
 					})
-					.option('gzip', {type: 'boolean', default: false, description: 'Compress it with gzip'}),
+					.option('gzip', {type: 'boolean', default: false, description: 'Compress it with gzip'})
+					.option('flatten', {
+						type: 'boolean',
+						default: false,
+						description: 'The whole stack merged into one layer (nothing is recorded then)',
+					}),
 			async (options) => {
 				if (options.output === undefined && process.stdout.isTTY) {
 					throw new UsageError(
@@ -381,13 +386,36 @@ export async function main(argv: readonly string[]): Promise<number> {
 					);
 				}
 
-				const exported = await exportLayer({
-					...storeOf(options),
-					reference: options.name,
-					...(options.output === undefined ? {stream: process.stdout} : {file: options.output}),
-					gzip: options.gzip,
-				});
-				const summary = `exported ${exported.name ?? exported.layer} (layer ${exported.layer}): ${exported.entries} entries, ${exported.bytes} bytes of tar${exported.gzip ? ', gzipped' : ''}; DiffID ${exported.diffId}\n`;
+				let output: {file: string} | {fd: number} | {stream: NodeJS.WriteStream};
+				if (options.output !== undefined) {
+					output = {file: options.output};
+				} else if (options.gzip) {
+					output = {stream: process.stdout};
+				} else {
+					// The tar goes to fd 1 from a worker thread with blocking writes; Node made a pipe's non-blocking.
+					(
+						process.stdout as unknown as {_handle?: {setBlocking?: (blocking: boolean) => number}}
+					)._handle?.setBlocking?.(true);
+					output = {fd: 1};
+				}
+
+				const progress = createProgress(`export ${options.name}`);
+				let exported: Awaited<ReturnType<typeof exportLayer>>;
+				try {
+					exported = await exportLayer({
+						...storeOf(options),
+						reference: options.name,
+						...output,
+						gzip: options.gzip,
+						flatten: options.flatten,
+						...(progress ? {onProgress: (done: number, total?: number) => progress.update(done, total)} : {}),
+					});
+				} finally {
+					progress?.finish();
+				}
+
+				const layers = exported.flattened ? `, flattened: ${plural(exported.layers, 'layer')}` : '';
+				const summary = `exported ${exported.name ?? exported.layer} (layer ${exported.layer}${layers}): ${exported.entries} entries, ${exported.bytes} bytes of tar${exported.gzip ? ', gzipped' : ''}; DiffID ${exported.diffId}\n`;
 				if (options.json) {
 					print(true, exported, () => '');
 				} else {

@@ -1,8 +1,10 @@
-import {createHash, type Hash} from 'node:crypto';
+import {createHash} from 'node:crypto';
 import {once} from 'node:events';
 import {
 	closeSync,
+	constants,
 	createWriteStream,
+	type Dirent,
 	lstatSync,
 	openSync,
 	readdirSync,
@@ -10,19 +12,29 @@ import {
 	readSync,
 	renameSync,
 	rmSync,
+	statSync,
+	type WriteStream,
 } from 'node:fs';
 import path from 'node:path';
 import type {Writable} from 'node:stream';
+import {finished} from 'node:stream/promises';
+import {MessageChannel, type MessagePort, receiveMessageOnPort, Worker} from 'node:worker_threads';
 import {createGzip} from 'node:zlib';
-import {InvalidPathError, StoreError, UsageError} from '../errors.js';
-import {addToLayerRecord, type LayerRecord, layerTreePath, requireLayer} from '../store/layers.js';
+import {InvalidPathError, ScratchError, StoreError, UsageError} from '../errors.js';
+import {
+	addToLayerRecord,
+	type LayerRecord,
+	layerTreePath,
+	layerWithStats,
+	requireLayer,
+} from '../store/layers.js';
 import {resolveLayer} from '../store/resolve.js';
 import type {StoreOptions} from '../store/snapshots.js';
 import {openExistingStore, type Store} from '../store/store.js';
 import {findExecutable} from '../system/executables.js';
 import {runGetfattr, unquoteGetfattrPath} from '../system/getfattr.js';
 import {randomId} from '../system/random-id.js';
-import {endOfArchive, entryHeader, padding, type TarEntry} from './tar.js';
+import {endOfArchive, entryHeader, plainHeaderSize, type TarEntry, writePlainHeader} from './tar.js';
 
 /*
 `scratch export`: a layer as an OCI image layer tar (image-spec layer.md). The overlay upper format is
@@ -32,6 +44,15 @@ attributes are left out. Entries are sorted byte-wise, owners are numeric (a roo
 uid and gid 0, as its runs saw it), mtimes are whole seconds, clamped to SOURCE_DATE_EPOCH when it is
 set: exporting the same layer twice gives the same bytes. The DiffID (sha256 of the uncompressed tar)
 and ChainID are recorded in the layer's record.
+
+With `flatten`, the tar is the whole stack (the layer's lowers and itself) as one layer over the source
+tree, merged by overlayfs's rules in one walk over all the layer trees at once; see writeDirectory.
+
+The walk runs on this thread with synchronous file system calls (Node's asynchronous ones cost several
+times more per file), building headers and file contents into slots of one shared buffer. A worker
+thread hashes each full slot and, when the tar goes to a file descriptor, writes it there, while this
+thread fills the next slots; when it keeps up, it also reads files into the places left for them. For
+a stream the slots are copied out and written here.
 */
 
 /** What an export produced. */
@@ -40,14 +61,18 @@ export type LayerExport = {
 	name?: string;
 	/** `sha256:` of the uncompressed tar. */
 	diffId: string;
-	/** `sha256:` ChainID of the layer's stack, bottom first (image-spec config.md). */
+	/** `sha256:` ChainID: of the layer's stack, bottom first (image-spec config.md); flattened, the DiffID. */
 	chainId: string;
 	entries: number;
 	/** Bytes of the uncompressed tar. */
 	bytes: number;
-	/** Where it went; undefined for a stream the caller gave. */
+	/** Where it went; undefined for a stream or a file descriptor the caller gave. */
 	file?: string;
 	gzip: boolean;
+	/** Whether the tar is the whole stack flattened into one layer. */
+	flattened: boolean;
+	/** How many layers went into the tar: 1, or with `flatten` the whole stack's. */
+	layers: number;
 };
 
 /** Options of `exportLayer`. */
@@ -56,22 +81,319 @@ export type ExportOptions = StoreOptions & {
 	reference: string;
 	/** Write here (atomically: a temp file renamed into place). */
 	file?: string;
-	/** Or to this stream (stdout for the CLI). */
+	/** Or to this stream. */
 	stream?: Writable;
+	/**
+	Or to this open file descriptor (the CLI's stdout when it is a pipe or a file), with blocking writes
+	from a worker thread while this thread is busy: not a pipe that this process itself reads. It is not
+	closed.
+	*/
+	fd?: number;
 	gzip?: boolean;
+	/** Write the whole stack (the lowers and the layer) merged into one layer. Nothing is recorded then. */
+	flatten?: boolean;
 	/** Clamp mtimes to this (seconds); default: SOURCE_DATE_EPOCH when set. */
 	sourceDateEpoch?: number;
+	/**
+	Called as the tar grows, every slot (a quarter MiB) or so: uncompressed bytes so far, and an estimate
+	of the total from the layers' sizes (measured first when their records lack them, then kept there).
+	*/
+	onProgress?: (done: number, total: number | undefined) => void;
 };
 
-const readChunk = 4 * 1024 * 1024;
-const flushAt = 1024 * 1024;
+/** Slots of the buffer the tar is built in: small enough to stay in a core's cache until written. */
+const slotSize = 256 * 1024;
+const slotCount = 16;
+const blockSize = 512;
+const opaqueMarker = '.wh..wh..opq';
+
+/*
+The worker: for each sealed slot, reads the files this thread left to it into their places, hashes the
+slot and writes it to the descriptor, if any, then releases it. Control words (Int32): 0 slots sealed,
+1 an event counter this thread waits on, 2 slots released, 3 state (0 working, 1 stopped: digest posted
+unless abandoned, 2 failed: error posted), then per slot its length (-1 marks the end of the tar, -2 an
+abandoned one), then per slot how many files it has to read (their paths, offsets and sizes come as a
+message), then 1 when the tar is abandoned: the slots still sealed are dropped.
+*/
+const workerSource = `
+const {workerData, receiveMessageOnPort} = require('node:worker_threads');
+const {createHash} = require('node:crypto');
+const {closeSync, openSync, readSync, writeSync} = require('node:fs');
+const {slots, control: controlBuffer, slotSize, slotCount, fd, port} = workerData;
+const control = new Int32Array(controlBuffer);
+const memory = Buffer.from(slots);
+const pause = new Int32Array(new SharedArrayBuffer(4));
+const hash = createHash('sha256');
+
+function readFiles({paths, offsets, sizes}, base) {
+	for (let index = 0; index < paths.length; index++) {
+		let file;
+		try {
+			file = openSync(paths[index], 'r');
+		} catch (error) {
+			error.message = 'cannot read the layers to export: ' + error.message;
+			throw error;
+		}
+
+		try {
+			let done = 0;
+			while (done < sizes[index]) {
+				const read = readSync(file, memory, base + offsets[index] + done, sizes[index] - done, null);
+				if (read === 0) {
+					throw new Error('layer file ' + paths[index] + ' shrank while it was exported; the store is damaged');
+				}
+
+				done += read;
+			}
+		} finally {
+			closeSync(file);
+		}
+	}
+}
+
+function writeAll(chunk) {
+	let written = 0;
+	while (written < chunk.length) {
+		try {
+			written += writeSync(fd, chunk, written, chunk.length - written);
+		} catch (error) {
+			if (error.code !== 'EAGAIN') {
+				error.message = 'cannot write the tar: ' + error.message;
+				throw error;
+			}
+
+			// A non-blocking descriptor that is full: there is no poll(2) in Node, so retry in a millisecond.
+			Atomics.wait(pause, 0, 0, 1);
+		}
+	}
+}
+
+let released = 0;
+try {
+	for (;;) {
+		Atomics.wait(control, 0, released);
+		if (Atomics.load(control, 4 + 2 * slotCount) === 1) {
+			Atomics.store(control, 3, 1);
+			break;
+		}
+
+		const slot = released % slotCount;
+		const length = Atomics.load(control, 4 + slot);
+		if (length < 0) {
+			if (length === -1) {
+				port.postMessage({digest: hash.digest('hex')});
+			}
+
+			Atomics.store(control, 3, 1);
+			break;
+		}
+
+		if (Atomics.load(control, 4 + slotCount + slot) > 0) {
+			readFiles(receiveMessageOnPort(port).message, slot * slotSize);
+		}
+
+		const chunk = memory.subarray(slot * slotSize, slot * slotSize + length);
+		hash.update(chunk);
+		if (fd !== undefined) {
+			writeAll(chunk);
+		}
+
+		released++;
+		Atomics.store(control, 2, released);
+		Atomics.add(control, 1, 1);
+		Atomics.notify(control, 1);
+	}
+} catch (error) {
+	port.postMessage({error: error.message});
+	Atomics.store(control, 3, 2);
+}
+
+Atomics.add(control, 1, 1);
+Atomics.notify(control, 1);
+`;
 
 /**
-Extended attributes of every entry under `root` that has any, by path relative to it, from one getfattr
-(values hex-encoded, so binary ones survive). Unlike diff, export fails when getfattr could not read
-something: a tar without some attributes would still claim to be the layer.
+The tar being built: the slot being filled, and the worker that reads some of its files, hashes it and
+writes it once it is full.
 */
-async function readAttributes(root: string): Promise<Map<string, Map<string, Buffer>>> {
+class TarOutput {
+	/** The slot being filled, and how far. */
+	buffer: Buffer;
+	offset = 0;
+	/** Bytes sealed so far. */
+	bytes = 0;
+	entries = 0;
+
+	private readonly memory: Buffer;
+	private readonly control: Int32Array;
+	private readonly port: MessagePort;
+	private readonly worker: Worker;
+	private sealed = 0;
+	/** Whether the worker may read files into slots: not when this thread copies sealed slots out. */
+	private readonly workerReads: boolean;
+	/** Files of the current slot that the worker reads, where and how much. */
+	private reads: {paths: string[]; offsets: number[]; sizes: number[]} = {paths: [], offsets: [], sizes: []};
+
+	/** `fd`: where the worker writes the tar, if anywhere; `copied`: whether sealed slots are copied out here. */
+	constructor(fd: number | undefined, copied: boolean) {
+		this.workerReads = !copied;
+		const slots = new SharedArrayBuffer(slotSize * slotCount);
+		const controlBuffer = new SharedArrayBuffer(4 * (5 + 2 * slotCount));
+		this.memory = Buffer.from(slots);
+		this.control = new Int32Array(controlBuffer);
+		this.buffer = this.memory.subarray(0, slotSize);
+		const {port1, port2} = new MessageChannel();
+		this.port = port1;
+		this.worker = new Worker(workerSource, {
+			eval: true,
+			workerData: {slots, control: controlBuffer, slotSize, slotCount, fd, port: port2},
+			transferList: [port2],
+		});
+		// It ends by itself once it has seen the end marker; nothing here waits for its exit.
+		this.worker.unref();
+	}
+
+	get room(): number {
+		return slotSize - this.offset;
+	}
+
+	/**
+	Whether the worker can read a file as well: it keeps up (less than half the slots are waiting for it),
+	and nothing reads sealed slots here before it is done with them. Then this thread only walks; else it
+	reads the file itself. So both threads stay busy whichever is the slower.
+	*/
+	get workerKeepsUp(): boolean {
+		return this.workerReads && this.sealed - Atomics.load(this.control, 2) < slotCount / 2;
+	}
+
+	/** Leave `size` bytes here for the worker to read from `file` before it hashes the slot. */
+	readLater(file: string, size: number): void {
+		this.reads.paths.push(file);
+		this.reads.offsets.push(this.offset);
+		this.reads.sizes.push(size);
+		this.offset += size;
+	}
+
+	/** Hand the filled part of the slot to the worker and move to the next slot; returns what was sealed. */
+	seal(): Buffer {
+		const chunk = this.buffer.subarray(0, this.offset);
+		this.handOver(this.offset);
+		this.bytes += chunk.length;
+		return chunk;
+	}
+
+	/** Copy bytes in, sealing slots as they fill; yields each sealed slot. */
+	*write(bytes: Buffer): Generator<Buffer, void> {
+		let done = 0;
+		while (done < bytes.length) {
+			if (this.room === 0) {
+				yield this.seal();
+			}
+
+			const length = Math.min(this.room, bytes.length - done);
+			bytes.copy(this.buffer, this.offset, done, done + length);
+			this.offset += length;
+			done += length;
+		}
+	}
+
+	/** After the last slot was sealed: the sha256 (hex) of everything sealed. */
+	finish(): string {
+		this.handOver(-1);
+		const reply = this.waitForReply();
+		if (reply.digest === undefined) {
+			throw new StoreError('the tar hashing worker ended without a digest');
+		}
+
+		return reply.digest;
+	}
+
+	/**
+	Stop the worker after a failure here, and wait until it has: it may be writing to a descriptor that the
+	caller closes next, whose number a later open could take.
+	*/
+	abandon(): void {
+		Atomics.store(this.control, 4 + 2 * slotCount, 1);
+		this.handOver(-2);
+		this.waitUntilStopped();
+		this.port.close();
+	}
+
+	private handOver(length: number): void {
+		const slot = this.sealed % slotCount;
+		const reads = length < 0 ? 0 : this.reads.paths.length;
+		if (reads > 0) {
+			this.port.postMessage(this.reads);
+			this.reads = {paths: [], offsets: [], sizes: []};
+		}
+
+		Atomics.store(this.control, 4 + slotCount + slot, reads);
+		Atomics.store(this.control, 4 + slot, length);
+		this.sealed++;
+		Atomics.store(this.control, 0, this.sealed);
+		Atomics.notify(this.control, 0);
+		if (length < 0) {
+			return;
+		}
+
+		// The next slot is free once the worker is done with what was sealed into it slotCount slots ago.
+		const next = this.sealed % slotCount;
+		while (this.sealed - Atomics.load(this.control, 2) >= slotCount) {
+			const seen = Atomics.load(this.control, 1);
+			if (Atomics.load(this.control, 3) !== 0) {
+				this.waitForReply();
+			}
+
+			if (this.sealed - Atomics.load(this.control, 2) >= slotCount) {
+				Atomics.wait(this.control, 1, seen);
+			}
+		}
+
+		this.buffer = this.memory.subarray(next * slotSize, (next + 1) * slotSize);
+		this.offset = 0;
+	}
+
+	private waitUntilStopped(): void {
+		for (;;) {
+			const seen = Atomics.load(this.control, 1);
+			if (Atomics.load(this.control, 3) !== 0) {
+				return;
+			}
+
+			Atomics.wait(this.control, 1, seen);
+		}
+	}
+
+	/** Wait until the worker has stopped or failed; its reply, or its failure thrown. */
+	private waitForReply(): {digest?: string} {
+		this.waitUntilStopped();
+		const reply = receiveMessageOnPort(this.port)?.message as {digest?: string; error?: string} | undefined;
+		this.port.close();
+		if (reply?.error !== undefined) {
+			throw new StoreError(reply.error);
+		}
+
+		return reply ?? {};
+	}
+}
+
+/** One layer tree of the stack, with the extended attributes of its entries that have any. */
+type LayerTree = {
+	id: string;
+	root: string;
+	attributes: Map<string, Map<string, Buffer>>;
+};
+
+/**
+Extended attributes of every entry of the layer trees that has any, by layer id and path relative to its
+tree, from one getfattr (values hex-encoded, so binary ones survive). Unlike diff, export fails when
+getfattr could not read something: a tar without some attributes would still claim to be the layer.
+*/
+async function readAttributes(
+	layersDirectory: string,
+	ids: readonly string[],
+): Promise<Map<string, Map<string, Map<string, Buffer>>>> {
+	const roots = ids.map((id) => path.join(layersDirectory, id));
 	const output = await runGetfattr(
 		findExecutable('getfattr'),
 		[
@@ -83,15 +405,22 @@ async function readAttributes(root: string): Promise<Map<string, Map<string, Buf
 			'--match=-',
 			'--encoding=hex',
 		],
-		[root],
-		{partial: false, what: `layer tree ${root}`},
+		roots,
+		{
+			partial: false,
+			what: ids.length === 1 ? `layer tree ${roots[0]}` : `the layer trees in ${layersDirectory}`,
+		},
 	);
-	const attributes = new Map<string, Map<string, Buffer>>();
+	const byLayer = new Map<string, Map<string, Map<string, Buffer>>>(ids.map((id) => [id, new Map()]));
 	let current: Map<string, Buffer> | undefined;
 	for (const line of output.split('\n')) {
 		if (line.startsWith('# file: ')) {
+			// LAYERS/ID or LAYERS/ID/RELATIVE: every root is a layer id under the same directory.
+			const inLayers = path.relative(layersDirectory, unquoteGetfattrPath(line.slice('# file: '.length)));
+			const slash = inLayers.indexOf('/');
+			const id = slash === -1 ? inLayers : inLayers.slice(0, slash);
 			current = new Map();
-			attributes.set(path.relative(root, unquoteGetfattrPath(line.slice('# file: '.length))), current);
+			byLayer.get(id)?.set(slash === -1 ? '' : inLayers.slice(slash + 1), current);
 		} else if (current && line !== '') {
 			// `NAME=0xHEX`, or `NAME` alone for an empty value.
 			const equals = line.indexOf('=');
@@ -103,156 +432,469 @@ async function readAttributes(root: string): Promise<Map<string, Map<string, Buf
 		}
 	}
 
-	return attributes;
+	return byLayer;
 }
 
-/** A byte sink that hashes the tar and passes it on in large chunks, waiting when the stream is full. */
-class TarSink {
-	readonly hash: Hash = createHash('sha256');
-	bytes = 0;
-	private pending: Buffer[] = [];
-	private pendingBytes = 0;
+/** Where a surrogate (half of a code point above U+FFFF) sorts in UTF-8: after every other UTF-16 unit. */
+function utf8Rank(unit: number): number {
+	return unit >= 0xd8_00 && unit <= 0xdf_ff ? unit + 0x1_00_00 : unit;
+}
 
-	private readonly stream: Writable | undefined;
-
-	constructor(stream: Writable | undefined) {
-		this.stream = stream;
-	}
-
-	async write(chunk: Buffer): Promise<void> {
-		if (chunk.length === 0) {
-			return;
-		}
-
-		this.hash.update(chunk);
-		this.bytes += chunk.length;
-		if (!this.stream) {
-			return;
-		}
-
-		this.pending.push(chunk);
-		this.pendingBytes += chunk.length;
-		if (this.pendingBytes >= flushAt) {
-			await this.flush();
+/** Byte-wise order of two names' UTF-8 encodings, without encoding them. */
+function compareUtf8(a: string, b: string): number {
+	const length = Math.min(a.length, b.length);
+	for (let index = 0; index < length; index++) {
+		const left = a.charCodeAt(index);
+		const right = b.charCodeAt(index);
+		if (left !== right) {
+			return utf8Rank(left) - utf8Rank(right);
 		}
 	}
 
-	async flush(): Promise<void> {
-		if (!this.stream || this.pendingBytes === 0) {
-			return;
-		}
-
-		const data = Buffer.concat(this.pending);
-		this.pending = [];
-		this.pendingBytes = 0;
-		if (!this.stream.write(data)) {
-			await once(this.stream, 'drain');
-		}
-	}
+	return a.length - b.length;
 }
 
-function compareBytes(a: string, b: string): number {
-	return Buffer.compare(Buffer.from(a, 'utf8'), Buffer.from(b, 'utf8'));
-}
+/**
+What the walk keeps of an entry's lstat while it writes the entry's directory: a few small numbers
+rather than the Stats object, which carries four Dates besides.
+*/
+type EntryStats = {
+	/** The file type bits of the mode (S_IFMT). */
+	type: number;
+	/** Permission bits, setuid, setgid and sticky. */
+	mode: number;
+	uid: number;
+	gid: number;
+	size: number;
+	/** Whole seconds. */
+	mtime: number;
+	/** `DEV:INO` of a file with more than one link, else undefined. */
+	inode: string | undefined;
+	rdev: number;
+};
 
-/** Write one layer tree as a tar into `sink`; returns the number of entries. */
-async function writeLayerTar(tree: string, sink: TarSink, epoch: number | undefined): Promise<number> {
-	const attributes = await readAttributes(tree);
-	const euid = process.geteuid?.() ?? 0;
-	const egid = process.getegid?.() ?? 0;
-	const owner = (id: number, own: number) => (euid !== 0 && id === own ? 0 : id);
-	const seen = new Map<string, string>();
-	let entries = 0;
-	const buffer = Buffer.allocUnsafe(readChunk);
-
-	const emit = async (entry: TarEntry) => {
-		await sink.write(entryHeader(entry));
-		entries++;
+function entryStats(file: string): EntryStats {
+	const stats = lstatSync(file);
+	return {
+		type: stats.mode & constants.S_IFMT,
+		mode: stats.mode & 0o7777,
+		uid: stats.uid,
+		gid: stats.gid,
+		size: stats.size,
+		mtime: Math.floor(stats.mtimeMs / 1000),
+		inode: stats.nlink > 1 ? `${stats.dev}:${stats.ino}` : undefined,
+		rdev: stats.rdev,
 	};
+}
 
-	const visit = async (relativeDirectory: string) => {
-		// Sorted by the names written: a whiteout as `.wh.NAME`.
-		const listed = readdirSync(path.join(tree, relativeDirectory)).map((name) => {
-			const stats = lstatSync(path.join(tree, relativeDirectory, name));
-			const whiteout = stats.isCharacterDevice() && stats.rdev === 0;
-			return {name, stats, key: whiteout ? `.wh.${name}` : name};
-		});
-		for (const {name, stats} of listed.sort((a, b) => compareBytes(a.key, b.key))) {
-			const relative = relativeDirectory ? `${relativeDirectory}/${name}` : name;
-			const full = path.join(tree, relative);
-			const mtime = Math.floor(stats.mtimeMs / 1000);
-			const common = {
-				mode: stats.mode & 0o7777,
-				uid: owner(stats.uid, euid),
-				gid: owner(stats.gid, egid),
-				mtime: epoch === undefined ? mtime : Math.min(mtime, epoch),
-				size: 0,
-			};
-			const xattrs = new Map(
-				[...(attributes.get(relative) ?? new Map<string, Buffer>())].filter(
+/** One name in a directory of the merged stack: what the topmost layer having it holds there. */
+type MergedEntry = {
+	name: string;
+	/** The name written: `.wh.NAME` for a whiteout. */
+	key: string;
+	/** The topmost layer having it. */
+	tree: LayerTree;
+	stats: EntryStats;
+	/** The same name in the lower layers that merge this directory, top first. */
+	below: ReadonlyArray<{tree: LayerTree; entry: Dirent}>;
+};
+
+const nothingBelow: MergedEntry['below'] = [];
+
+function isWhiteout(stats: EntryStats): boolean {
+	return stats.type === constants.S_IFCHR && stats.rdev === 0;
+}
+
+function isOpaque(tree: LayerTree, relative: string): boolean {
+	return tree.attributes.get(relative)?.get('user.overlay.opaque')?.toString() === 'y';
+}
+
+function byKey(a: MergedEntry, b: MergedEntry): number {
+	return compareUtf8(a.key, b.key);
+}
+
+/** The entries of one directory of one layer tree, in the order they are written. */
+function listTree(tree: LayerTree, directory: string): MergedEntry[] {
+	const listed: MergedEntry[] = [];
+	const full = directory === '' ? tree.root : `${tree.root}/${directory}`;
+	for (const name of readdirSync(full)) {
+		const stats = entryStats(`${full}/${name}`);
+		listed.push({name, key: isWhiteout(stats) ? `.wh.${name}` : name, tree, stats, below: nothingBelow});
+	}
+
+	return listed.sort(byKey);
+}
+
+/** The entries of one directory of the merged stack (`trees` top first), in the order they are written. */
+function listMerged(directory: string, trees: readonly LayerTree[]): MergedEntry[] {
+	if (trees.length === 1) {
+		return listTree(trees[0] as LayerTree, directory);
+	}
+
+	const merged = new Map<string, MergedEntry & {below: Array<{tree: LayerTree; entry: Dirent}>}>();
+	for (const tree of trees) {
+		const full = directory === '' ? tree.root : `${tree.root}/${directory}`;
+		for (const entry of readdirSync(full, {withFileTypes: true})) {
+			const found = merged.get(entry.name);
+			if (found) {
+				found.below.push({tree, entry});
+				continue;
+			}
+
+			const stats = entryStats(`${full}/${entry.name}`);
+			const name = entry.name;
+			merged.set(name, {name, key: isWhiteout(stats) ? `.wh.${name}` : name, tree, stats, below: []});
+		}
+	}
+
+	return [...merged.values()].sort(byKey);
+}
+
+/**
+Whether a directory of the merged stack hides what lies below it (the source tree's directory there):
+going down from its topmost layer, it does when a layer has it opaque, or has no directory there but a
+file, symlink, device or whiteout. Also the layers whose directory merges into it, top first.
+*/
+function mergeDirectory(item: MergedEntry, relative: string): {opaque: boolean; trees: LayerTree[]} {
+	const trees = [item.tree];
+	if (isOpaque(item.tree, relative)) {
+		return {opaque: true, trees};
+	}
+
+	for (const lower of item.below) {
+		if (!lower.entry.isDirectory()) {
+			return {opaque: true, trees};
+		}
+
+		trees.push(lower.tree);
+		if (isOpaque(lower.tree, relative)) {
+			return {opaque: true, trees};
+		}
+	}
+
+	return {opaque: false, trees};
+}
+
+/** What stays the same while one tar is written. */
+type WalkContext = {
+	output: TarOutput;
+	epoch: number | undefined;
+	euid: number;
+	egid: number;
+	/** Paths written for inodes with several links, by layer and inode: later links become hardlinks. */
+	firstLinks: Map<string, string>;
+};
+
+/** Write a header; yields the slot it fills, if it does. */
+function* writeHeader(output: TarOutput, entry: TarEntry): Generator<Buffer, void> {
+	if (output.room < plainHeaderSize) {
+		yield output.seal();
+	}
+
+	if (writePlainHeader(entry, output.buffer, output.offset)) {
+		output.offset += plainHeaderSize;
+	} else {
+		yield* output.write(entryHeader(entry));
+	}
+
+	output.entries++;
+}
+
+/** An entry's own extended attributes: those of the layer tree, less the overlay's. */
+function userXattrs(tree: LayerTree, relative: string): Map<string, Buffer> | undefined {
+	const attributes = tree.attributes.get(relative);
+	return attributes
+		? new Map(
+				[...attributes].filter(
 					([key]) => !key.startsWith('user.overlay.') && !key.startsWith('trusted.overlay.'),
 				),
-			);
-			if (stats.isCharacterDevice() && stats.rdev === 0) {
-				const parent = relativeDirectory ? `${relativeDirectory}/` : '';
-				await emit({...common, path: `${parent}.wh.${name}`, type: 'file', mode: 0o600});
-			} else if (stats.isDirectory()) {
-				await emit({...common, path: `${relative}/`, type: 'directory', xattrs});
-				if (attributes.get(relative)?.get('user.overlay.opaque')?.toString() === 'y') {
-					await emit({...common, path: `${relative}/.wh..wh..opq`, type: 'file', mode: 0o600});
+			)
+		: undefined;
+}
+
+/** Zeros after `size` bytes of content, up to a whole block. */
+function* writePadding(output: TarOutput, size: number): Generator<Buffer, void> {
+	const padding = (blockSize - (size % blockSize)) % blockSize;
+	if (output.room < padding) {
+		yield output.seal();
+	}
+
+	output.buffer.fill(0, output.offset, output.offset + padding);
+	output.offset += padding;
+}
+
+/**
+Write one directory of the merged stack (`trees`: the layers whose directory there merges into it, top
+first) and everything under it. Overlayfs's rules: for each name the topmost layer having it wins. A
+file, symlink, device or whiteout there hides the name in every lower layer; a whiteout is written as
+`.wh.NAME`, and stays, as it may hide something of the source tree. A directory merges with the same
+directory of the layers below it as mergeDirectory says, and gets a `.wh..wh..opq` when it hides the
+source tree's. Its attributes, mode, owner and mtime are the topmost one's.
+*/
+function* writeDirectory(
+	context: WalkContext,
+	directory: string,
+	trees: readonly LayerTree[],
+): Generator<Buffer, void> {
+	const {output, epoch, euid, egid} = context;
+	const prefix = directory === '' ? '' : `${directory}/`;
+	for (const item of listMerged(directory, trees)) {
+		const {name, tree, stats} = item;
+		const relative = prefix + name;
+		const full = `${tree.root}/${relative}`;
+		const mtime = epoch !== undefined && stats.mtime > epoch ? epoch : stats.mtime;
+		// A rootless store's files belong to its owner, who was root in the runs that wrote them.
+		const uid = euid !== 0 && stats.uid === euid ? 0 : stats.uid;
+		const gid = euid !== 0 && stats.gid === egid ? 0 : stats.gid;
+		const {mode} = stats;
+		let entry: TarEntry;
+		let merging: {opaque: boolean; trees: LayerTree[]} | undefined;
+		let content = 0;
+		if (isWhiteout(stats)) {
+			entry = {path: `${prefix}.wh.${name}`, type: 'file', mode: 0o600, uid, gid, mtime, size: 0};
+		} else if (stats.type === constants.S_IFDIR) {
+			const xattrs = userXattrs(tree, relative);
+			entry = {
+				path: `${relative}/`,
+				type: 'directory',
+				mode,
+				uid,
+				gid,
+				mtime,
+				size: 0,
+				...(xattrs && {xattrs}),
+			};
+			merging = mergeDirectory(item, relative);
+		} else if (stats.type === constants.S_IFLNK) {
+			const xattrs = userXattrs(tree, relative);
+			const linkname = readlinkSync(full);
+			entry = {
+				path: relative,
+				type: 'symlink',
+				mode,
+				uid,
+				gid,
+				mtime,
+				size: 0,
+				linkname,
+				...(xattrs && {xattrs}),
+			};
+		} else if (stats.type === constants.S_IFREG) {
+			const xattrs = userXattrs(tree, relative);
+			const inode = stats.inode === undefined ? undefined : `${tree.id}:${stats.inode}`;
+			const first = inode === undefined ? undefined : context.firstLinks.get(inode);
+			if (first === undefined) {
+				if (inode !== undefined) {
+					context.firstLinks.set(inode, relative);
 				}
 
-				await visit(relative);
-			} else if (stats.isSymbolicLink()) {
-				await emit({...common, path: relative, type: 'symlink', linkname: readlinkSync(full), xattrs});
-			} else if (stats.isFile()) {
-				const key = `${stats.dev}:${stats.ino}`;
-				const first = stats.nlink > 1 ? seen.get(key) : undefined;
-				if (first !== undefined) {
-					await emit({...common, path: relative, type: 'hardlink', linkname: first, xattrs});
-					continue;
-				}
-
-				if (stats.nlink > 1) {
-					seen.set(key, relative);
-				}
-
-				await emit({...common, path: relative, type: 'file', size: stats.size, xattrs});
-				const fd = openSync(full, 'r');
-				try {
-					let done = 0;
-					while (done < stats.size) {
-						const read = readSync(fd, buffer, 0, Math.min(readChunk, stats.size - done), null);
-						if (read === 0) {
-							throw new StoreError(`layer file ${full} shrank while it was exported; the store is damaged`);
-						}
-
-						await sink.write(Buffer.from(buffer.subarray(0, read)));
-						done += read;
-					}
-				} finally {
-					closeSync(fd);
-				}
-
-				await sink.write(padding(stats.size));
-			} else {
-				const type = stats.isCharacterDevice() ? 'character' : stats.isBlockDevice() ? 'block' : 'fifo';
-				await emit({
-					...common,
+				content = stats.size;
+				entry = {
 					path: relative,
-					type,
-					devmajor: Math.floor(stats.rdev / 256),
-					devminor: stats.rdev % 256,
-					xattrs,
-				});
+					type: 'file',
+					mode,
+					uid,
+					gid,
+					mtime,
+					size: content,
+					...(xattrs && {xattrs}),
+				};
+			} else {
+				entry = {
+					path: relative,
+					type: 'hardlink',
+					mode,
+					uid,
+					gid,
+					mtime,
+					size: 0,
+					linkname: first,
+					...(xattrs && {xattrs}),
+				};
 			}
+		} else {
+			const xattrs = userXattrs(tree, relative);
+			entry = {
+				path: relative,
+				type:
+					stats.type === constants.S_IFCHR
+						? 'character'
+						: stats.type === constants.S_IFBLK
+							? 'block'
+							: 'fifo',
+				mode,
+				uid,
+				gid,
+				mtime,
+				size: 0,
+				devmajor: Math.floor(stats.rdev / 256),
+				devminor: stats.rdev % 256,
+				...(xattrs && {xattrs}),
+			};
 		}
-	};
 
-	await visit('');
-	await sink.write(endOfArchive());
-	await sink.flush();
-	return entries;
+		// Inline rather than writeHeader: this runs for every entry, and a generator per entry shows.
+		if (output.room < plainHeaderSize) {
+			yield output.seal();
+		}
+
+		if (writePlainHeader(entry, output.buffer, output.offset)) {
+			output.offset += plainHeaderSize;
+			output.entries++;
+		} else {
+			yield* writeHeader(output, entry);
+		}
+
+		if (merging) {
+			if (merging.opaque) {
+				const marker = `${relative}/${opaqueMarker}`;
+				yield* writeHeader(output, {path: marker, type: 'file', mode: 0o600, uid, gid, mtime, size: 0});
+			}
+
+			yield* writeDirectory(context, relative, merging.trees);
+		} else if (content > 0 && content <= output.room && output.workerKeepsUp) {
+			output.readLater(full, content);
+			yield* writePadding(output, content);
+		} else if (content > 0) {
+			const fd = openSync(full, 'r');
+			try {
+				let done = 0;
+				while (done < content) {
+					if (output.room === 0) {
+						yield output.seal();
+					}
+
+					const read = readSync(
+						fd,
+						output.buffer,
+						output.offset,
+						Math.min(output.room, content - done),
+						null,
+					);
+					if (read === 0) {
+						throw new StoreError(`layer file ${full} shrank while it was exported; the store is damaged`);
+					}
+
+					output.offset += read;
+					done += read;
+				}
+			} finally {
+				closeSync(fd);
+			}
+
+			yield* writePadding(output, content);
+		}
+	}
+}
+
+/** The whole tar of the stack `trees` (top first), ending with its last, partly filled slot. */
+function* writeTar(context: WalkContext, trees: readonly LayerTree[]): Generator<Buffer, void> {
+	yield* writeDirectory(context, '', trees);
+	yield* context.output.write(endOfArchive());
+	yield context.output.seal();
+}
+
+/** Where a tar goes: a descriptor the worker writes, a stream this thread writes, or nowhere (hash only). */
+type TarTarget = {fd: number} | {stream: Writable} | {hashOnly: true};
+
+/** What writing a tar gave. */
+type WrittenTar = {diffId: string; bytes: number; entries: number};
+
+/** Write a copy of `chunk` to `stream`, waiting while it is full; fails when the stream fails or closes. */
+async function writeToStream(stream: Writable, chunk: Buffer): Promise<void> {
+	const fail = (error: unknown) =>
+		new StoreError(
+			`cannot write the tar: ${error instanceof Error ? error.message : 'the stream was closed'}`,
+			{
+				cause: error,
+			},
+		);
+	if (stream.destroyed) {
+		throw fail(stream.errored);
+	}
+
+	if (stream.write(Buffer.from(chunk))) {
+		return;
+	}
+
+	await new Promise<void>((resolve, reject) => {
+		const settle = (error?: unknown) => {
+			stream.off('drain', onDrain);
+			stream.off('error', onError);
+			stream.off('close', onClose);
+			if (error === undefined) {
+				resolve();
+			} else {
+				reject(fail(error));
+			}
+		};
+
+		const onDrain = () => {
+			settle();
+		};
+
+		const onError = (error: Error) => {
+			settle(error);
+		};
+
+		const onClose = () => {
+			settle(stream.errored ?? new Error('the stream was closed'));
+		};
+
+		stream.on('drain', onDrain);
+		stream.on('error', onError);
+		stream.on('close', onClose);
+	});
+}
+
+/**
+Write the tar of `layers` (bottom first; more than one are merged) to `target`: the walk fills slots,
+each full one goes to the worker and, for a stream, is copied into it here, waiting when it is full.
+*/
+async function writeLayersTar(
+	store: Store,
+	layers: readonly LayerRecord[],
+	epoch: number | undefined,
+	target: TarTarget,
+	onProgress?: (done: number) => void,
+): Promise<WrittenTar> {
+	// The worker starts while getfattr reads the attributes.
+	const output = new TarOutput('fd' in target ? target.fd : undefined, 'stream' in target);
+	try {
+		const topFirst = layers.toReversed();
+		const attributes = await readAttributes(
+			store.layersDir,
+			topFirst.map((layer) => layer.id),
+		);
+		const trees = topFirst.map((layer) => ({
+			id: layer.id,
+			root: layerTreePath(store, layer.id),
+			attributes: attributes.get(layer.id) ?? new Map<string, Map<string, Buffer>>(),
+		}));
+		const context: WalkContext = {
+			output,
+			epoch,
+			euid: process.geteuid?.() ?? 0,
+			egid: process.getegid?.() ?? 0,
+			firstLinks: new Map(),
+		};
+		for (const chunk of writeTar(context, trees)) {
+			if ('stream' in target && chunk.length > 0) {
+				await writeToStream(target.stream, chunk);
+			}
+
+			onProgress?.(output.bytes);
+		}
+
+		return {diffId: `sha256:${output.finish()}`, bytes: output.bytes, entries: output.entries};
+	} catch (error) {
+		output.abandon();
+		if (!(error instanceof ScratchError) && (error as NodeJS.ErrnoException).code !== undefined) {
+			throw new StoreError(`cannot read the layers to export: ${(error as Error).message}`, {cause: error});
+		}
+
+		throw error;
+	}
 }
 
 function epochFromEnvironment(): number | undefined {
@@ -271,14 +913,16 @@ function epochFromEnvironment(): number | undefined {
 }
 
 /** A layer's DiffID under `epoch`, from its record when known, else by hashing a tar of it (and recording it). */
-export async function layerDiffId(store: Store, layer: LayerRecord, epoch: number | undefined): Promise<string> {
+export async function layerDiffId(
+	store: Store,
+	layer: LayerRecord,
+	epoch: number | undefined,
+): Promise<string> {
 	if (epoch === undefined && layer.diffId) {
 		return layer.diffId;
 	}
 
-	const sink = new TarSink(undefined);
-	await writeLayerTar(layerTreePath(store, layer.id), sink, epoch);
-	const diffId = `sha256:${sink.hash.digest('hex')}`;
+	const {diffId} = await writeLayersTar(store, [layer], epoch, {hashOnly: true});
 	if (epoch === undefined) {
 		await addToLayerRecord(store, layer.id, {diffId});
 	}
@@ -296,10 +940,21 @@ export function chainIdOf(diffIds: readonly string[]): string {
 	return chain;
 }
 
-/** `scratch export NAME`: a layer as a deterministic OCI layer tar, to a file or a stream. */
+/** About how many bytes the tar of `layers` has, from the sizes in their records: headers and contents. */
+function estimateTarBytes(layers: readonly LayerRecord[]): number {
+	let total = 0;
+	for (const layer of layers) {
+		total += (layer.size ?? 0) + blockSize * ((layer.files ?? 0) + (layer.directories ?? 0));
+	}
+
+	return total;
+}
+
+/** `scratch export NAME`: a layer (or its whole stack) as a deterministic OCI layer tar, to a file or a stream. */
 export async function exportLayer(options: ExportOptions): Promise<LayerExport> {
-	if ((options.file === undefined) === (options.stream === undefined)) {
-		throw new UsageError('export needs exactly one of a file or a stream to write to');
+	const targets = [options.file, options.stream, options.fd].filter((target) => target !== undefined);
+	if (targets.length !== 1) {
+		throw new UsageError('export needs exactly one of a file, a stream or a file descriptor to write to');
 	}
 
 	const epoch = options.sourceDateEpoch ?? epochFromEnvironment();
@@ -307,63 +962,125 @@ export async function exportLayer(options: ExportOptions): Promise<LayerExport> 
 	const {layer, name} = resolveLayer(store, options.reference);
 	const lowers = layer.lowers.map((id) => requireLayer(store, id, `layer ${layer.id}`));
 	const gzip = options.gzip ?? false;
+	const flatten = options.flatten ?? false;
+	const layers = flatten ? [...lowers, layer] : [layer];
 
-	let target: Writable;
-	let temporary: string | undefined;
-	if (options.file === undefined) {
-		target = options.stream as Writable;
-	} else {
-		const file = path.resolve(options.file);
-		temporary = path.join(path.dirname(file), `.${path.basename(file)}.${process.pid}.${randomId(8)}.tmp`);
-		try {
-			target = createWriteStream(temporary, {flags: 'wx', mode: 0o644});
-			await once(target, 'open');
-		} catch (error) {
-			throw new InvalidPathError(
-				`cannot write ${options.file}: ${(error as Error).message}; give a file in an existing, writable directory with -o FILE`,
-				{cause: error},
-			);
-		}
-	}
+	// With progress, the layers' sizes give its total: measured once per layer, then kept in their records.
+	const total = options.onProgress
+		? estimateTarBytes(await Promise.all(layers.map(async (each) => layerWithStats(store, each))))
+		: undefined;
+	const file = options.file === undefined ? undefined : path.resolve(options.file);
+	// A file is written as a temp file renamed into place; but renamed over /dev/null, a fifo or some other
+	// special file, it would replace it: those are written as they are.
+	const special = file !== undefined && statSync(file, {throwIfNoEntry: false})?.isFile() === false;
+	const temporary =
+		file === undefined || special
+			? undefined
+			: path.join(path.dirname(file), `.${path.basename(file)}.${process.pid}.${randomId(8)}.tmp`);
+	const writePath = temporary ?? file;
+	const cannotWrite = (error: unknown) =>
+		new InvalidPathError(
+			`cannot write ${options.file}: ${(error as Error).message}; give a file in an existing, writable directory with -o FILE`,
+			{cause: error},
+		);
 
+	// Uncompressed, the tar goes to a descriptor (written by the worker) or to the caller's stream.
+	// Compressed, it goes to zlib's stream, piped into the caller's or into a stream over the file or fd.
 	const compressor = gzip ? createGzip({level: 6}) : undefined;
+	let fileDescriptor: number | undefined;
+	let ownStream: WriteStream | undefined;
+	let target: TarTarget;
 	if (compressor) {
-		compressor.pipe(target);
-	}
-
-	const sink = new TarSink(compressor ?? target);
-	let entries: number;
-	try {
-		entries = await writeLayerTar(layerTreePath(store, layer.id), sink, epoch);
-		const last = compressor ?? target;
-		if (options.file !== undefined || compressor) {
-			last.end();
+		if (writePath !== undefined) {
+			ownStream = createWriteStream(writePath, {flags: special ? 'w' : 'wx', mode: 0o644});
+			try {
+				await once(ownStream, 'open');
+			} catch (error) {
+				throw cannotWrite(error);
+			}
+		} else if (options.fd !== undefined) {
+			ownStream = createWriteStream('', {fd: options.fd, autoClose: false});
 		}
 
-		if (options.file !== undefined) {
-			await once(target, 'finish');
-			renameSync(temporary as string, path.resolve(options.file));
-		} else if (compressor) {
-			await once(compressor, 'end');
+		const under = ownStream ?? (options.stream as Writable);
+		// A failure under zlib (a closed pipe) fails zlib's stream. The export sees that as it writes to it
+		// (it is destroyed) and as it waits for it to finish, so no 'error' event goes unheard.
+		under.on('error', (error: Error) => compressor.destroy(error));
+		compressor.on('error', () => undefined);
+		compressor.pipe(under);
+		target = {stream: compressor};
+	} else if (writePath !== undefined) {
+		try {
+			fileDescriptor = openSync(writePath, special ? 'w' : 'wx', 0o644);
+		} catch (error) {
+			throw cannotWrite(error);
+		}
+
+		target = {fd: fileDescriptor};
+	} else if (options.fd === undefined) {
+		target = {stream: options.stream as Writable};
+	} else {
+		target = {fd: options.fd};
+	}
+
+	let written: WrittenTar;
+	try {
+		written = await writeLayersTar(
+			store,
+			layers,
+			epoch,
+			target,
+			options.onProgress && ((done) => options.onProgress?.(done, total)),
+		);
+		if (compressor) {
+			compressor.end();
+			// pipe() ends the stream under zlib: wait for its last write, or for zlib's last output.
+			try {
+				await finished(ownStream ?? compressor);
+			} catch (error) {
+				throw new StoreError(`cannot write the tar: ${(error as Error).message}`, {cause: error});
+			}
+		}
+
+		if (fileDescriptor !== undefined) {
+			closeSync(fileDescriptor);
+			fileDescriptor = undefined;
+		}
+
+		if (temporary !== undefined) {
+			renameSync(temporary, file as string);
 		}
 	} catch (error) {
-		if (temporary) {
-			target.destroy();
+		compressor?.destroy();
+		if (ownStream) {
+			// Its writes in flight end before the file goes, or before the caller's descriptor is handed back.
+			ownStream.destroy();
+			await finished(ownStream).catch(() => undefined);
+		}
+
+		if (fileDescriptor !== undefined) {
+			closeSync(fileDescriptor);
+		}
+
+		if (temporary !== undefined) {
 			rmSync(temporary, {force: true});
 		}
 
 		throw error;
 	}
 
-	const diffId = `sha256:${sink.hash.digest('hex')}`;
-	const lowerIds: string[] = [];
-	for (const lower of lowers) {
-		lowerIds.push(await layerDiffId(store, lower, epoch));
-	}
+	const {diffId} = written;
+	let chainId = diffId;
+	if (!flatten) {
+		const lowerIds: string[] = [];
+		for (const lower of lowers) {
+			lowerIds.push(await layerDiffId(store, lower, epoch));
+		}
 
-	const chainId = chainIdOf([...lowerIds, diffId]);
-	if (epoch === undefined) {
-		await addToLayerRecord(store, layer.id, {diffId, chainId});
+		chainId = chainIdOf([...lowerIds, diffId]);
+		if (epoch === undefined) {
+			await addToLayerRecord(store, layer.id, {diffId, chainId});
+		}
 	}
 
 	return {
@@ -371,9 +1088,11 @@ export async function exportLayer(options: ExportOptions): Promise<LayerExport> 
 		...(name ? {name} : {}),
 		diffId,
 		chainId,
-		entries,
-		bytes: sink.bytes,
-		...(options.file === undefined ? {} : {file: path.resolve(options.file)}),
+		entries: written.entries,
+		bytes: written.bytes,
+		...(file === undefined ? {} : {file}),
 		gzip,
+		flattened: flatten,
+		layers: layers.length,
 	};
 }

@@ -41,8 +41,54 @@ function octalLimit(width: number): number {
 	return 8 ** (width - 1) - 1;
 }
 
-function writeOctal(header: Buffer, offset: number, width: number, value: number): void {
-	header.write(`${value.toString(8).padStart(width - 1, '0')}\0`, offset, width, 'latin1');
+const limit8 = octalLimit(8);
+const limit12 = octalLimit(12);
+/** octalLimit by width, for the widths of a header's fields. */
+const octalLimits = Array.from({length: 13}, (_, width) => (width === 0 ? 0 : octalLimit(width)));
+
+/**
+`value` as width - 1 octal digits and a NUL; a value too large for them is cut to its leading digits.
+Returns the sum of the bytes written, for the header's checksum.
+*/
+function writeOctal(target: Buffer, offset: number, width: number, value: number): number {
+	if (value > (octalLimits[width] as number)) {
+		target.write(`${value.toString(8)}\0`, offset, width, 'latin1');
+		let sum = 0;
+		for (let index = offset; index < offset + width; index++) {
+			sum += target[index] as number;
+		}
+
+		return sum;
+	}
+
+	let rest = value;
+	let sum = 0;
+	for (let index = width - 2; index >= 0; index--) {
+		// Small integers (every field but a large size or a far mtime) take the faster bit operations.
+		const digit = rest <= 0x7f_ff_ff_ff ? rest & 7 : rest % 8;
+		target[offset + index] = 0x30 + digit;
+		sum += 0x30 + digit;
+		rest = rest <= 0x7f_ff_ff_ff ? rest >>> 3 : (rest - digit) / 8;
+	}
+
+	target[offset + width - 1] = 0;
+	return sum;
+}
+
+/**
+An ASCII text into a zero-filled field of `width` bytes, cut to fit (what Buffer.write does for latin1).
+Returns the sum of the bytes written, for the header's checksum.
+*/
+function writeText(target: Buffer, offset: number, width: number, text: string): number {
+	const length = Math.min(text.length, width);
+	let sum = 0;
+	for (let index = 0; index < length; index++) {
+		const byte = text.charCodeAt(index) & 0xff;
+		target[offset + index] = byte;
+		sum += byte;
+	}
+
+	return sum;
 }
 
 function isPlainAscii(text: string): boolean {
@@ -84,7 +130,7 @@ function paxRecord(key: string, value: Buffer): Buffer {
 	return Buffer.concat([Buffer.from(String(length), 'latin1'), body]);
 }
 
-function header(fields: {
+type HeaderFields = {
 	name: string;
 	prefix: string;
 	mode: number;
@@ -96,27 +142,33 @@ function header(fields: {
 	linkname: string;
 	devmajor: number;
 	devminor: number;
-}): Buffer {
-	const block = Buffer.alloc(blockSize);
-	block.write(fields.name, 0, 100, 'latin1');
-	writeOctal(block, 100, 8, fields.mode);
-	writeOctal(block, 108, 8, fields.uid);
-	writeOctal(block, 116, 8, fields.gid);
-	writeOctal(block, 124, 12, fields.size);
-	writeOctal(block, 136, 12, fields.mtime);
-	block.write('        ', 148, 8, 'latin1');
-	block.write(fields.typeFlag, 156, 1, 'latin1');
-	block.write(fields.linkname, 157, 100, 'latin1');
-	block.write('ustar\u000000', 257, 8, 'latin1');
-	writeOctal(block, 329, 8, fields.devmajor);
-	writeOctal(block, 337, 8, fields.devminor);
-	block.write(fields.prefix, 345, 155, 'latin1');
-	let checksum = 0;
-	for (const byte of block) {
-		checksum += byte;
-	}
+};
 
-	block.write(`${checksum.toString(8).padStart(6, '0')}\0 `, 148, 8, 'latin1');
+/** One ustar header block at `offset` of `target`; its text fields are ASCII. */
+function writeHeader(target: Buffer, offset: number, fields: HeaderFields): void {
+	target.fill(0, offset, offset + blockSize);
+	// The checksum is the sum of the block's bytes with its own field as eight spaces.
+	let checksum = 8 * 0x20;
+	checksum += writeText(target, offset, 100, fields.name);
+	checksum += writeOctal(target, offset + 100, 8, fields.mode);
+	checksum += writeOctal(target, offset + 108, 8, fields.uid);
+	checksum += writeOctal(target, offset + 116, 8, fields.gid);
+	checksum += writeOctal(target, offset + 124, 12, fields.size);
+	checksum += writeOctal(target, offset + 136, 12, fields.mtime);
+	checksum += writeText(target, offset + 156, 1, fields.typeFlag);
+	checksum += writeText(target, offset + 157, 100, fields.linkname);
+	checksum += writeText(target, offset + 257, 8, 'ustar\u000000');
+	checksum += writeOctal(target, offset + 329, 8, fields.devmajor);
+	checksum += writeOctal(target, offset + 337, 8, fields.devminor);
+	checksum += writeText(target, offset + 345, 155, fields.prefix);
+	// Six octal digits, a NUL and a space (a block's sum is at most 512 * 255, six digits).
+	writeOctal(target, offset + 148, 7, checksum);
+	target[offset + 155] = 0x20;
+}
+
+function header(fields: HeaderFields): Buffer {
+	const block = Buffer.alloc(blockSize);
+	writeHeader(block, 0, fields);
 	return block;
 }
 
@@ -129,6 +181,49 @@ export function padding(size: number): Buffer {
 /** The end of an archive: two zero blocks. */
 export function endOfArchive(): Buffer {
 	return Buffer.alloc(2 * blockSize);
+}
+
+/** The size of a header that fits ustar alone: one block. */
+export const plainHeaderSize = blockSize;
+
+/**
+Write the header of an entry that needs no pax records into `target` at `offset` (plainHeaderSize
+bytes, the same as entryHeader gives), and return true; return false, writing nothing, for an entry
+that needs them (take entryHeader then). For the many plain entries of a tree, without allocating.
+*/
+export function writePlainHeader(entry: TarEntry, target: Buffer, offset: number): boolean {
+	if (entry.xattrs !== undefined && entry.xattrs.size > 0) {
+		return false;
+	}
+
+	if (entry.uid > limit8 || entry.gid > limit8 || entry.size > limit12 || entry.mtime > limit12) {
+		return false;
+	}
+
+	const linkname = entry.linkname ?? '';
+	if (linkname.length > 100 || !isPlainAscii(linkname)) {
+		return false;
+	}
+
+	const split = splitUstarPath(entry.path);
+	if (!split) {
+		return false;
+	}
+
+	writeHeader(target, offset, {
+		name: split.name,
+		prefix: split.prefix,
+		mode: entry.mode & 0o7777,
+		uid: entry.uid,
+		gid: entry.gid,
+		size: entry.size,
+		mtime: entry.mtime,
+		typeFlag: typeFlags[entry.type],
+		linkname,
+		devmajor: entry.devmajor ?? 0,
+		devminor: entry.devminor ?? 0,
+	});
+	return true;
 }
 
 /**
