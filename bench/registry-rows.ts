@@ -5,19 +5,20 @@ Each push goes to a new repository, so the registry has none of its blobs and th
 each pull goes into a new store, so nothing is found locally.
 */
 import {type ChildProcess, spawn} from 'node:child_process';
-import {mkdirSync, readFileSync, rmSync, writeFileSync} from 'node:fs';
+import {mkdirSync, rmSync, writeFileSync} from 'node:fs';
 import {createServer} from 'node:net';
 import path from 'node:path';
 import {performance} from 'node:perf_hooks';
 import {setTimeout as sleep} from 'node:timers/promises';
+import {createLargeLayer, peakResidentMemory} from './export-rows.js';
 import {
 	integerFromEnvironment,
 	interleave,
-	median,
 	progress,
 	pseudoRandomBytes,
 	type Row,
 	scratchArguments,
+	syncAll,
 	timeCommand,
 	type Workspace,
 } from './harness.js';
@@ -164,90 +165,56 @@ export async function pushPullRow(workspace: Workspace, id: number): Promise<Row
 	}
 }
 
-/** Peak resident memory (VmHWM, bytes) of `node ARGS...`, read by a preloaded hook as the process exits. */
-export async function peakMemoryOf(workspace: Workspace, args: readonly string[]): Promise<number> {
-	const hook = path.join(workspace.root, 'peak-memory-hook.cjs');
-	const report = path.join(workspace.root, 'peak-memory.txt');
-	writeFileSync(
-		hook,
-		`process.on('exit', () => { const status = require('node:fs').readFileSync('/proc/self/status', 'utf8'); require('node:fs').writeFileSync(${JSON.stringify(report)}, /VmHWM:\\s+(\\d+) kB/.exec(status)[1]); });\n`,
-	);
-	await timeCommand(process.execPath, ['--require', hook, ...args]);
-	return Number(readFileSync(report, 'utf8')) * 1024;
-}
-
-const importMegabytes = 1024;
-
-/** Peak memory of `scratch import` of a 1 GiB layer tar (a few large files and many small ones). */
+/** Peak memory of `scratch import` of the 1 GiB layer of row 13 (exported once, untimed). */
 export async function importMemoryRow(workspace: Workspace, id: number): Promise<Row> {
-	progress(`row ${id}: peak memory of scratch import of a ${importMegabytes} MiB layer`);
+	progress(`row ${id}: peak memory of scratch import of a 1 GiB layer tar`);
 	const store = path.join(workspace.root, 'import-memory-store');
-	const files = path.join(workspace.root, 'import-memory-files');
-	mkdirSync(path.join(files, 'small'), {recursive: true});
-	const chunk = pseudoRandomBytes(64 * 1024 * 1024);
-	// 15 files of 64 MiB and 16,384 of 4 KiB: 1 GiB in all.
-	for (let index = 0; index < 15; index++) {
-		chunk.writeUInt32LE(index, 0);
-		writeFileSync(path.join(files, `large-${index}.bin`), chunk);
-	}
-
-	for (let index = 0; index < 16_384; index++) {
-		writeFileSync(path.join(files, 'small', `f${index}`), chunk.subarray(index * 4096, index * 4096 + 4096));
-	}
-
-	await timeCommand(
-		process.execPath,
-		scratchArguments(
-			workspace,
-			workspace.smallTree,
-			['cp', '-r', files, 'payload'],
-			['--promote', 'large'],
-			store,
-		),
-	);
-	rmSync(files, {recursive: true, force: true});
+	await createLargeLayer(workspace, store, 'large');
 	const tar = path.join(workspace.root, 'import-memory.tar');
-	const exportStarted = performance.now();
-	const exportPeak = await peakMemoryOf(workspace, [
-		workspace.cli,
-		'export',
-		'large',
-		'--store',
-		store,
-		'-o',
-		tar,
+	await timeCommand(process.execPath, [workspace.cli, 'export', 'large', '--store', store, '-o', tar]);
+	rmSync(store, {recursive: true, force: true});
+	const peaks: number[] = [];
+	let imports = 0;
+	const [measured] = await interleave(`row ${id}`, [
+		{
+			name: 'scratch import FILE --name NAME',
+			iterations: registryIterations,
+			warmups: 0,
+			async sample() {
+				const target = `${store}-${imports++}`;
+				const started = performance.now();
+				peaks.push(
+					await peakResidentMemory(workspace, [
+						workspace.cli,
+						'import',
+						tar,
+						'--name',
+						'large',
+						'--store',
+						target,
+					]),
+				);
+				const elapsed = performance.now() - started;
+				rmSync(target, {recursive: true, force: true});
+				syncAll();
+				return elapsed;
+			},
+		},
 	]);
-	const exportTime = performance.now() - exportStarted;
-	const importPeaks: number[] = [];
-	const importTimes: number[] = [];
-	for (let index = 0; index < registryIterations; index++) {
-		const started = performance.now();
-		importPeaks.push(
-			await peakMemoryOf(workspace, [
-				workspace.cli,
-				'import',
-				tar,
-				'--name',
-				`copy-${index}`,
-				'--store',
-				`${store}-${index}`,
-			]),
-		);
-		importTimes.push(performance.now() - started);
-		rmSync(`${store}-${index}`, {recursive: true, force: true});
+	rmSync(tar, {force: true});
+	if (!measured) {
+		throw new Error(`row ${id}: expected one measured side`);
 	}
 
-	rmSync(tar, {force: true});
-	rmSync(store, {recursive: true, force: true});
-	const peakMegabytes = Math.max(...importPeaks) / 1e6;
+	const peakMegabytes = Math.max(...peaks) / 1e6;
 	return {
 		id,
-		comparison: `\`scratch import\` (A) and \`scratch export -o\` (B) of a ${importMegabytes} MiB layer (15 x 64 MiB + 16,384 x 4 KiB files): peak memory`,
-		a: {name: 'import', samples: importTimes, medianMs: median(importTimes)},
-		b: {name: 'export', samples: [exportTime], medianMs: exportTime},
+		comparison: '`scratch import` of the 1 GiB layer tar of row 13: time (A) and peak RSS',
+		a: measured,
+		b: measured,
 		ratioLabel: '-',
 		target: '< 150 MB RSS',
-		met: peakMegabytes < 150 && exportPeak / 1e6 < 150,
-		note: `peak RSS: import ${peakMegabytes.toFixed(0)} MB (largest of ${importPeaks.length}), export ${(exportPeak / 1e6).toFixed(0)} MB; target < 150 MB each (streaming)`,
+		met: peakMegabytes < 150,
+		note: `import peak RSS ${peakMegabytes.toFixed(0)} MB (largest of ${peaks.length}: ${peaks.map((peak) => (peak / 1e6).toFixed(0)).join(', ')} MB); ${(1024 / (measured.medianMs / 1000)).toFixed(0)} MiB/s`,
 	};
 }

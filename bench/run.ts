@@ -20,6 +20,7 @@ import {open} from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import {performance} from 'node:perf_hooks';
+import {exportMemoryRow, exportThroughputRow} from './export-rows.js';
 import {
 	describeFailure,
 	describeFileSystem,
@@ -42,6 +43,7 @@ import {
 	warmups,
 } from './harness.js';
 import {deepStackRow, gcIterations, gcRow, promoteCostRow, promoteIterations} from './layer-rows.js';
+import {importMemoryRow, pushPullRow, registryIterations} from './registry-rows.js';
 import {describeWorkspaceKnobs, workspaceRollbackRow, workspaceSnapshotRow} from './workspace-rows.js';
 
 const repositoryRoot = path.resolve(import.meta.dirname, '..');
@@ -361,7 +363,7 @@ function describeEnvironment(workspace: Workspace): Record<string, string> {
 		Node: process.version,
 		CPU: cpu,
 		nproc,
-		Iterations: `${iterations} per side after ${warmups} warmups (BENCH_ITERATIONS, BENCH_WARMUPS); cp side ${copyIterations} (BENCH_CP_ITERATIONS); promote row ${promoteIterations} (BENCH_PROMOTE_ITERATIONS); gc row ${gcIterations} (BENCH_GC_ITERATIONS); ${describeWorkspaceKnobs()}`,
+		Iterations: `${iterations} per side after ${warmups} warmups (BENCH_ITERATIONS, BENCH_WARMUPS); cp side ${copyIterations} (BENCH_CP_ITERATIONS); promote row ${promoteIterations} (BENCH_PROMOTE_ITERATIONS); gc row ${gcIterations} (BENCH_GC_ITERATIONS); registry rows ${registryIterations} (BENCH_REGISTRY_ITERATIONS); ${describeWorkspaceKnobs()}`,
 		// Trees, stores and copies all live here (os.tmpdir(), so TMPDIR moves them): it must be a disk fs.
 		'Bench dir (trees, stores)': `${workspace.root} on ${describeFileSystem(workspace.root).label}`,
 	};
@@ -437,6 +439,10 @@ async function main(): Promise<void> {
 			[9, gcRow],
 			[10, workspaceSnapshotRow],
 			[11, workspaceRollbackRow],
+			[12, exportThroughputRow],
+			[13, exportMemoryRow],
+			[14, (bench) => pushPullRow(bench, 14)],
+			[15, (bench) => importMemoryRow(bench, 15)],
 			[3, copyRow],
 		];
 		const rows: Row[] = [];

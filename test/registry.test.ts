@@ -430,3 +430,41 @@ test('Bearer auth: a token from the token service of the registry, with the cred
 	t.is(pulled.exitCode, 0, String(pulled.stderr));
 	t.is(await viewOf(t, there, 'one'), await viewOf(t, here, 'one'));
 });
+
+test('on a terminal, push and pull draw a progress line on stderr and erase it; elsewhere they do not', async (t) => {
+	const registry = await startRegistry(t);
+	const here = makeSandbox(t, 'root', sourceFiles);
+	const there = makeSandbox(t, 'root', sourceFiles);
+	await promoteLayer(t, here, 'big', 'head -c 8000000 /dev/urandom > big.bin');
+	const destination = `${registry.address}/team/progress:v1`;
+	const cli = path.resolve('dist/cli.cjs');
+	// script(1) gives the command a terminal and copies what it writes there to its own stdout.
+	const onTerminal = async (args: string[]) =>
+		execa(
+			'script',
+			['-qec', [process.execPath, cli, ...args].map((word) => `'${word}'`).join(' '), '/dev/null'],
+			{
+				reject: false,
+			},
+		);
+	const pushed = await onTerminal(['push', 'big', destination, '--store', here.store, '--insecure']);
+	t.is(pushed.exitCode, 0, pushed.stdout);
+	t.regex(pushed.stdout, /\rpush [\da-z]{6} \[[#.]{24}\] \d+% [^\r]*\u001B\[K/);
+	t.regex(pushed.stdout, /\r\u001B\[Kpushed big to /, 'the line is erased before the summary');
+
+	const pulled = await onTerminal([
+		'pull',
+		destination,
+		'--name',
+		'big',
+		'--store',
+		there.store,
+		'--insecure',
+	]);
+	t.is(pulled.exitCode, 0, pulled.stdout);
+	t.regex(pulled.stdout, /\rpull [\da-f]{12} \(1\/1\) \[[#.]{24}\] \d+% /);
+
+	const piped = await pull(there, destination, 'again');
+	t.is(piped.exitCode, 0);
+	t.notRegex(String(piped.stderr), /\r|\u001B/, 'no progress line when stderr is not a terminal');
+});
