@@ -431,6 +431,11 @@ test('Bearer auth: a token from the token service of the registry, with the cred
 	t.is(await viewOf(t, there, 'one'), await viewOf(t, here, 'one'));
 });
 
+/** Carriage returns and escapes spelled out, so patterns can name them. */
+function visible(text: string): string {
+	return text.replaceAll('\r', '<CR>').replaceAll('\u001B', '<ESC>');
+}
+
 test('on a terminal, push and pull draw a progress line on stderr and erase it; elsewhere they do not', async (t) => {
 	const registry = await startRegistry(t);
 	const here = makeSandbox(t, 'root', sourceFiles);
@@ -449,8 +454,8 @@ test('on a terminal, push and pull draw a progress line on stderr and erase it; 
 		);
 	const pushed = await onTerminal(['push', 'big', destination, '--store', here.store, '--insecure']);
 	t.is(pushed.exitCode, 0, pushed.stdout);
-	t.regex(pushed.stdout, /\rpush [\da-z]{6} \[[#.]{24}\] \d+% [^\r]*\u001B\[K/);
-	t.regex(pushed.stdout, /\r\u001B\[Kpushed big to /, 'the line is erased before the summary');
+	t.regex(visible(pushed.stdout), /<CR>push [\da-z]{6} \[[#.]{24}\] \d+% .*?<ESC>\[K/);
+	t.regex(visible(pushed.stdout), /<CR><ESC>\[Kpushed big to /, 'the line is erased before the summary');
 
 	const pulled = await onTerminal([
 		'pull',
@@ -462,9 +467,9 @@ test('on a terminal, push and pull draw a progress line on stderr and erase it; 
 		'--insecure',
 	]);
 	t.is(pulled.exitCode, 0, pulled.stdout);
-	t.regex(pulled.stdout, /\rpull [\da-f]{12} \(1\/1\) \[[#.]{24}\] \d+% /);
+	t.regex(visible(pulled.stdout), /<CR>pull [\da-f]{12} \(1\/1\) \[[#.]{24}\] \d+% /);
 
 	const piped = await pull(there, destination, 'again');
 	t.is(piped.exitCode, 0);
-	t.notRegex(String(piped.stderr), /\r|\u001B/, 'no progress line when stderr is not a terminal');
+	t.notRegex(visible(String(piped.stderr)), /<CR>|<ESC>/, 'no progress line when stderr is not a terminal');
 });

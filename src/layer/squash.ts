@@ -9,7 +9,7 @@ import {commitAndName} from '../store/promote.js';
 import type {Ref} from '../store/refs.js';
 import {resolveLayer} from '../store/resolve.js';
 import {openExistingStore, type Store} from '../store/store.js';
-import {deleteTrashNow, moveToTrash} from '../store/trash.js';
+import {discardWorkDirectory} from '../store/trash.js';
 import {holdStoreUse} from '../store/use-lock.js';
 import {findExecutable} from '../system/executables.js';
 import {unquoteGetfattr} from '../system/getfattr.js';
@@ -377,18 +377,6 @@ async function buildSquashedTree(
 	});
 }
 
-/** Remove a squash's work directory, now if possible; what is left is garbage for gc. */
-async function discardWork(store: Store, workDirectory: string): Promise<void> {
-	try {
-		const trashName = moveToTrash(store, workDirectory, `tmp-${path.basename(workDirectory)}`);
-		if (trashName) {
-			await deleteTrashNow(store, [trashName]);
-		}
-	} catch {
-		// The entry's lease dies with this process: scratch gc frees it.
-	}
-}
-
 /**
 `scratch squash NAME --as NEW`: flatten NAME's stack (its lowers and itself) into one new layer with the
 same content over any source tree, and point NEW at it (NEW may be NAME, or replace another name). The
@@ -430,7 +418,7 @@ export async function squashLayer(options: SquashOptions): Promise<Squash> {
 			});
 			squash = {layer, ref, squashedLayers: layers.length};
 		} catch (error) {
-			await discardWork(store, workDirectory);
+			await discardWorkDirectory(store, workDirectory);
 			throw error;
 		}
 

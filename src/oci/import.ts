@@ -49,7 +49,7 @@ import {writeRef} from '../store/refs.js';
 import {resolveLayer} from '../store/resolve.js';
 import type {StoreOptions} from '../store/snapshots.js';
 import {openExistingStore, openStore, type Store} from '../store/store.js';
-import {deleteTrashNow, moveToTrash} from '../store/trash.js';
+import {discardWorkDirectory} from '../store/trash.js';
 import {holdStoreUse} from '../store/use-lock.js';
 import {findExecutable} from '../system/executables.js';
 import {currentProcessIdentity} from '../system/process-identity.js';
@@ -900,18 +900,6 @@ async function readArchive(
 	return {diffId: `sha256:${hash.digest('hex')}`, bytes};
 }
 
-/** Remove an import's work directory, now if possible; what is left is garbage for gc. */
-async function discardWork(store: Store, workDirectory: string): Promise<void> {
-	try {
-		const trashName = moveToTrash(store, workDirectory, `tmp-${path.basename(workDirectory)}`);
-		if (trashName) {
-			await deleteTrashNow(store, [trashName]);
-		}
-	} catch {
-		// The entry's lease dies with this process: scratch gc frees it.
-	}
-}
-
 /**
 Import a layer tar (or a gzip of one) into a store as a new layer on `lowers`, or find the layer the
 store has with the same content on the same stack (same ChainID and lowers) and use that. The caller
@@ -962,7 +950,7 @@ export async function importTarIntoStore(
 		const summary = {diffId, chainId, entries: reader.entries, bytes, ownersMapped: extractor.ownersMapped};
 		const existing = findLayerByChainId(store, chainId, options.lowers);
 		if (existing) {
-			await discardWork(store, workDirectory);
+			await discardWorkDirectory(store, workDirectory);
 			return {...summary, layer: existing, reused: true};
 		}
 
@@ -990,7 +978,7 @@ export async function importTarIntoStore(
 		return {...summary, layer, reused: false};
 	} catch (error) {
 		extractor?.abandon();
-		await discardWork(store, workDirectory);
+		await discardWorkDirectory(store, workDirectory);
 		throw error;
 	}
 }

@@ -431,14 +431,7 @@ export class RegistryClient {
 		produce: () => {stream: Readable; finish: () => Promise<{digest: string; size: number}>},
 		what: string,
 	): Promise<{digest: string; size: number}> {
-		const started = await this.request(this.url('blobs/uploads/'), {
-			method: 'POST',
-			expect: [202],
-			what: `the start of an upload of ${what}`,
-			scope: 'pull,push',
-		});
-		await started.body?.cancel();
-		let location = this.location(started, 'upload start');
+		let location = await this.startUpload(what);
 		// Only now, with the registry reached and the session open, is the blob read.
 		const {stream, finish} = produce();
 		const patched = await this.request(location, {
@@ -471,14 +464,7 @@ export class RegistryClient {
 			return {digest, size: data.length};
 		}
 
-		const started = await this.request(this.url('blobs/uploads/'), {
-			method: 'POST',
-			expect: [202],
-			what: `the start of an upload of ${what}`,
-			scope: 'pull,push',
-		});
-		await started.body?.cancel();
-		const location = this.location(started, 'upload start');
+		const location = await this.startUpload(what);
 		location.searchParams.set('digest', digest);
 		const put = await this.request(location, {
 			method: 'PUT',
@@ -490,6 +476,18 @@ export class RegistryClient {
 		});
 		await put.body?.cancel();
 		return {digest, size: data.length};
+	}
+
+	/** Open an upload session (POST); the URL to send the blob to. */
+	private async startUpload(what: string): Promise<URL> {
+		const started = await this.request(this.url('blobs/uploads/'), {
+			method: 'POST',
+			expect: [202],
+			what: `the start of an upload of ${what}`,
+			scope: 'pull,push',
+		});
+		await started.body?.cancel();
+		return this.location(started, 'upload start');
 	}
 
 	private location(response: Response, what: string): URL {

@@ -147,3 +147,19 @@ export async function measureTrees(store: Store, trees: string[]): Promise<{entr
 		.map((line) => Number.parseInt(line, 10) || 0);
 	return {entries: entries ?? 0, bytes: bytes ?? 0};
 }
+
+/**
+Remove a work directory under `tmp/` (a squash's or an import's, named with its owner's lease) that
+did not become a layer: through the trash, now if possible. Anything left is garbage gc frees once
+the owner is gone.
+*/
+export async function discardWorkDirectory(store: Store, workDirectory: string): Promise<void> {
+	try {
+		const trashName = moveToTrash(store, workDirectory, `tmp-${path.basename(workDirectory)}`);
+		if (trashName) {
+			await deleteTrashNow(store, [trashName]);
+		}
+	} catch {
+		// The entry's lease dies with this process: scratch gc frees it.
+	}
+}
