@@ -437,6 +437,63 @@ const hostileCases: HostileCase[] = [
 			/"s" is a symlink pointing outside the layer \(to "\/etc\/shadow"\); pass --allow-outside-symlinks/,
 	},
 	{
+		title: 'a symlink that climbs out only through another symlink of the archive',
+		archive: () =>
+			craftTar([
+				{path: 'esc', type: 'symlink', linkname: 'a/up/../etc/passwd'},
+				{path: 'a/', type: 'directory'},
+				{path: 'a/up', type: 'symlink', linkname: '..'},
+			]),
+		problem:
+			/"esc" is a symlink pointing outside the layer through the archive's other symlinks \(to "a\/up\/\.\.\/etc\/passwd"\); pass --allow-outside-symlinks/,
+	},
+	{
+		title: 'a loop of symlinks',
+		archive: () =>
+			craftTar([
+				{path: 'x', type: 'symlink', linkname: 'y/z'},
+				{path: 'y', type: 'symlink', linkname: 'x/z'},
+			]),
+		problem: /"x" is a symlink pointing outside the layer through the archive's other symlinks/,
+	},
+	{
+		title: 'an extended attribute name with a NUL (security.capability cut short by setfattr)',
+		archive: () =>
+			craftTar([
+				{
+					path: 'bin',
+					content: 'x',
+					mode: 0o755,
+					xattrs: new Map([['security.capability\u0000x', Buffer.alloc(20, 1)]]),
+				},
+			]),
+		extra: ['--keep-setid'],
+		problem:
+			/"bin" carries an extended attribute whose name "security\.capability\\u0000x" is empty or has control characters/,
+	},
+	{
+		title: 'pax headers piled up in front of one entry',
+		archive: () => {
+			// Each header alone is under the limit; together they are not.
+			const paxOnly = (index: number) => {
+				const whole = entryHeader({
+					path: 'f',
+					type: 'file',
+					mode: 0o644,
+					uid: 0,
+					gid: 0,
+					mtime: 0,
+					size: 0,
+					xattrs: new Map([[`user.pile${index}`, Buffer.alloc(400_000, 97)]]),
+				});
+				return whole.subarray(0, whole.length - 512);
+			};
+			return Buffer.concat([paxOnly(1), paxOnly(2), paxOnly(3), craftTar([{path: 'f', content: 'x'}])]);
+		},
+		problem:
+			/is a pax header that brings one entry's metadata to \d+ bytes, more than the 1048576 scratch reads/,
+	},
+	{
 		title: 'a symlink climbing out of the layer',
 		archive: () =>
 			craftTar([

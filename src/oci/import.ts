@@ -194,6 +194,60 @@ function symlinkStaysInside(directoryDepth: number, target: string): boolean {
 	return true;
 }
 
+/** How many symlinks one check follows before calling the chain a loop (as the kernel's 40). */
+const maxSymlinkHops = 40;
+
+/**
+Whether a symlink at `linkPath` pointing at `target` stays in the layer when every symlink of the
+archive on its way is followed too (`a/up -> ..` makes `x -> a/up/..` climb out, though neither does on
+its own). The importer never follows them, but whatever reads the tree later may. Components the
+archive does not make count as directories; a loop counts as leaving.
+*/
+export function symlinkResolvesInside(
+	linkPath: string,
+	target: string,
+	symlinks: ReadonlyMap<string, string>,
+): boolean {
+	let hops = 0;
+	const resolve = (base: readonly string[], link: string): string[] | undefined => {
+		if (link.startsWith('/')) {
+			return undefined;
+		}
+
+		const stack = [...base];
+		for (const part of pathComponents(link)) {
+			if (part === '..') {
+				if (stack.length === 0) {
+					return undefined;
+				}
+
+				stack.pop();
+				continue;
+			}
+
+			stack.push(part);
+			const next = symlinks.get(stack.join('/'));
+			if (next !== undefined) {
+				hops++;
+				if (hops > maxSymlinkHops) {
+					return undefined;
+				}
+
+				stack.pop();
+				const resolved = resolve(stack, next);
+				if (!resolved) {
+					return undefined;
+				}
+
+				stack.splice(0, stack.length, ...resolved);
+			}
+		}
+
+		return stack;
+	};
+	return resolve(pathComponents(linkPath).slice(0, -1), target) !== undefined;
+}
+
 /** Node replaces a negative time by the current one; the epoch is the nearest time it keeps. */
 function fileTime(seconds: number): number {
 	return Math.max(0, seconds);
@@ -274,6 +328,8 @@ class LayerExtractor implements TarHandler {
 	private readonly allowOutsideSymlinks: boolean;
 	private readonly kinds = new Map<string, Kind>([['', 'directory']]);
 	private readonly opaque = new Set<string>();
+	/** Every symlink made, by path: its target (byte strings). */
+	private readonly symlinks = new Map<string, string>();
 	private readonly implicit: string[] = [];
 	private readonly directories: Array<{path: string; mode: number; mtime: number}> = [];
 	private readonly whiteouts: Whiteout[] = [];
@@ -361,6 +417,17 @@ class LayerExtractor implements TarHandler {
 
 	/** Everything that waits for the end: special files, attributes, directory modes and times. */
 	async finish(): Promise<void> {
+		if (!this.allowOutsideSymlinks) {
+			for (const [relative, target] of this.symlinks) {
+				if (!symlinkResolvesInside(relative, target, this.symlinks)) {
+					throw refuse(
+						relative,
+						`is a symlink pointing outside the layer through the archive's other symlinks (to ${displayName(target)}); pass --allow-outside-symlinks to accept such links`,
+					);
+				}
+			}
+		}
+
 		try {
 			closeSync(this.xattrFd as number);
 			this.xattrFd = undefined;
@@ -546,6 +613,14 @@ class LayerExtractor implements TarHandler {
 
 	private checkXattrs(entry: TarReadEntry): void {
 		for (const name of entry.xattrs.keys()) {
+			// setfattr would cut a name at a NUL (security.capability\0x is security.capability).
+			if (name === '' || [...name].some((character) => character < ' ' || character === '\u007F')) {
+				throw refuse(
+					entry.path,
+					`carries an extended attribute whose name ${JSON.stringify(name)} is empty or has control characters; no file system keeps such a name`,
+				);
+			}
+
 			if (name === 'security.capability' && !this.keepSetid) {
 				throw refuse(
 					entry.path,
@@ -654,6 +729,7 @@ class LayerExtractor implements TarHandler {
 				}
 
 				symlinkSync(Buffer.from(entry.linkname, 'latin1'), target);
+				this.symlinks.set(relative, entry.linkname);
 				if (this.asRoot) {
 					lchownSync(target, entry.uid, entry.gid);
 				}

@@ -259,6 +259,8 @@ export class TarReader {
 	private currentPath = '';
 	private metadata: {kind: MetadataKind; parts: Buffer[]; place: string} | undefined;
 	private pax: Map<string, Buffer> | undefined;
+	/** Bytes of the metadata headers (pax, GNU long names) read since the last entry. */
+	private metadataBytes = 0;
 	private paxPlace = '';
 	private longName: string | undefined;
 	private longLink: string | undefined;
@@ -390,9 +392,11 @@ export class TarReader {
 		const size = parseNumber(block, 124, 12, 'size', place);
 		const metadataKind = metadataTypes[typeFlag as keyof typeof metadataTypes];
 		if (metadataKind) {
-			if (size > maxMetadataBytes) {
+			// Several pax headers in a row merge into one entry's records: their sum is what is held.
+			this.metadataBytes += size;
+			if (this.metadataBytes > maxMetadataBytes) {
 				throw new ArchiveError(
-					`${place()} is a ${metadataKind === 'pax' || metadataKind === 'global' ? 'pax header' : 'GNU long name'} of ${size} bytes, more than the ${maxMetadataBytes} scratch reads`,
+					`${place()} is a ${metadataKind === 'pax' || metadataKind === 'global' ? 'pax header' : 'GNU long name'} that brings one entry's metadata to ${this.metadataBytes} bytes, more than the ${maxMetadataBytes} scratch reads`,
 				);
 			}
 
@@ -452,6 +456,7 @@ export class TarReader {
 		};
 		const contentSize = paxSize?.length ? paxInteger(paxSize, 'size', paxPlace) : size;
 		this.pax = undefined;
+		this.metadataBytes = 0;
 		this.longName = undefined;
 		this.longLink = undefined;
 		this.entries++;
