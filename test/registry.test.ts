@@ -473,3 +473,41 @@ test('on a terminal, push and pull draw a progress line on stderr and erase it; 
 	t.is(piped.exitCode, 0);
 	t.notRegex(visible(String(piped.stderr)), /<CR>|<ESC>/, 'no progress line when stderr is not a terminal');
 });
+
+test('pull reads what another tool wrote: Docker v2 manifests with gzip layers (skopeo copy --format v2s2 --dest-compress)', async (t) => {
+	const registry = await startRegistry(t);
+	const here = makeSandbox(t, 'root', sourceFiles);
+	const there = makeSandbox(t, 'root', sourceFiles);
+	await buildChain(t, here);
+	const ours = `${registry.address}/team/chain:v1`;
+	const theirs = `${registry.address}/other/chain:gz`;
+	t.is((await push(here, 'three', ours)).exitCode, 0);
+	await execa('skopeo', [
+		'copy',
+		'--src-tls-verify=false',
+		'--dest-tls-verify=false',
+		'--format',
+		'v2s2',
+		'--dest-compress',
+		`docker://${ours}`,
+		`docker://${theirs}`,
+	]);
+	const raw = await execa('skopeo', ['inspect', '--raw', '--tls-verify=false', `docker://${theirs}`]);
+	const manifest = JSON.parse(raw.stdout) as {mediaType: string; layers: Array<{mediaType: string}>};
+	t.is(manifest.mediaType, 'application/vnd.docker.distribution.manifest.v2+json');
+	t.true(
+		manifest.layers.every(({mediaType}) => mediaType === 'application/vnd.docker.image.rootfs.diff.tar.gzip'),
+	);
+
+	const pulled = await pull(there, theirs, 'deps', ['--json']);
+	t.is(pulled.exitCode, 0, String(pulled.stderr));
+	const json = JSON.parse(String(pulled.stdout)) as PullJson;
+	t.is(json.layers.length, 3);
+	t.is(await viewOf(t, there, 'deps'), await viewOf(t, here, 'three'));
+
+	// The gzip blobs decompress to the same tars: pulling our own uncompressed image then fetches nothing.
+	const again = await pull(there, ours, 'deps-plain', ['--json']);
+	t.is(again.exitCode, 0, String(again.stderr));
+	t.true((JSON.parse(String(again.stdout)) as PullJson).layers.every(({reused}) => reused));
+	await assertStoreAtRest(t, there);
+});
