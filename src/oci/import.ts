@@ -100,23 +100,6 @@ export type ImportOptions = StoreOptions & {
 	onProgress?: (done: number, total: number | undefined) => void;
 };
 
-/** What an import made. */
-export type LayerImport = {
-	layer: string;
-	name: string;
-	/** `sha256:` of the uncompressed tar. */
-	diffId: string;
-	/** `sha256:` ChainID of the layer's stack, bottom first. */
-	chainId: string;
-	entries: number;
-	/** Bytes of the uncompressed tar. */
-	bytes: number;
-	/** True when the store had a layer with this content on the same stack already, which is used instead. */
-	reused: boolean;
-	/** Entries owned by someone other than uid and gid 0, made the store owner's in a rootless store. */
-	ownersMapped: number;
-};
-
 /** Options of `importTarIntoStore`. */
 export type TarImportOptions = {
 	/** The stack the layer goes on, bottom first (complete layers of the store). */
@@ -135,13 +118,21 @@ export type TarImportOptions = {
 /** What `importTarIntoStore` made. */
 export type TarImport = {
 	layer: LayerRecord;
+	/** `sha256:` of the uncompressed tar. */
 	diffId: string;
+	/** `sha256:` ChainID of the layer's stack, bottom first. */
 	chainId: string;
 	entries: number;
+	/** Bytes of the uncompressed tar. */
 	bytes: number;
+	/** True when the store had a layer with this content on the same stack already, which is used instead. */
 	reused: boolean;
+	/** Entries owned by someone other than uid and gid 0, made the store owner's in a rootless store. */
 	ownersMapped: number;
 };
+
+/** What an import made: that, with the layer's id and the name now pointing at it. */
+export type LayerImport = Omit<TarImport, 'layer'> & {layer: string; name: string};
 
 const opaqueMarker = '.wh..wh..opq';
 const whiteoutPrefix = '.wh.';
@@ -177,23 +168,6 @@ function pathComponents(bytes: string): string[] {
 	return bytes.split('/').filter((part) => part !== '' && part !== '.');
 }
 
-/** Whether a symlink `directoryDepth` levels down pointing at `target` stays in the layer, lexically. */
-function symlinkStaysInside(directoryDepth: number, target: string): boolean {
-	if (target.startsWith('/')) {
-		return false;
-	}
-
-	let depth = directoryDepth;
-	for (const part of pathComponents(target)) {
-		depth += part === '..' ? -1 : 1;
-		if (depth < 0) {
-			return false;
-		}
-	}
-
-	return true;
-}
-
 /** How many symlinks one check follows before calling the chain a loop (as the kernel's 40). */
 const maxSymlinkHops = 40;
 
@@ -203,7 +177,7 @@ archive on its way is followed too (`a/up -> ..` makes `x -> a/up/..` climb out,
 its own). The importer never follows them, but whatever reads the tree later may. Components the
 archive does not make count as directories; a loop counts as leaving.
 */
-export function symlinkResolvesInside(
+function symlinkResolvesInside(
 	linkPath: string,
 	target: string,
 	symlinks: ReadonlyMap<string, string>,
@@ -531,7 +505,7 @@ class LayerExtractor implements TarHandler {
 		} else if (name.startsWith(whiteoutPrefix)) {
 			this.addWhiteout(entry, parent, name.slice(whiteoutPrefix.length));
 		} else {
-			this.create(entry, parent ? `${parent}/${name}` : name, parts);
+			this.create(entry, parent ? `${parent}/${name}` : name);
 		}
 	}
 
@@ -644,7 +618,7 @@ class LayerExtractor implements TarHandler {
 		}
 	}
 
-	private create(entry: TarReadEntry, relative: string, parentParts: readonly string[]): void {
+	private create(entry: TarReadEntry, relative: string): void {
 		const existing = this.kinds.get(relative);
 		if (existing === 'whiteout') {
 			const slash = relative.lastIndexOf('/');
@@ -721,7 +695,7 @@ class LayerExtractor implements TarHandler {
 					throw refuse(entry.path, 'is a symlink with an empty target');
 				}
 
-				if (!(this.allowOutsideSymlinks || symlinkStaysInside(parentParts.length, entry.linkname))) {
+				if (!(this.allowOutsideSymlinks || symlinkResolvesInside(relative, entry.linkname, this.symlinks))) {
 					throw refuse(
 						entry.path,
 						`is a symlink pointing outside the layer (to ${displayName(entry.linkname)}); pass --allow-outside-symlinks to accept such links`,
