@@ -78,19 +78,19 @@ export function imageConfig(diffIds: readonly string[]): Buffer {
 	);
 }
 
-/** Send one layer (or the flattened stack) unless the registry has it; its descriptor. */
+/** Send one layer (or the flattened stack) unless the registry has it; its descriptor (digest = DiffID). */
 async function pushOne(
 	client: RegistryClient,
 	options: PushOptions,
 	layer: LayerRecord,
 	flatten: boolean,
 	label: string,
-): Promise<PushedLayer & {diffId: string}> {
+): Promise<PushedLayer> {
 	const epochSet = Boolean(process.env['SOURCE_DATE_EPOCH']);
 	if (layer.diffId && !flatten && !epochSet) {
 		const size = await client.blobSize(layer.diffId, 'pull,push');
 		if (size !== undefined && Number.isFinite(size)) {
-			return {layer: layer.id, digest: layer.diffId, diffId: layer.diffId, size, uploaded: false};
+			return {layer: layer.id, digest: layer.diffId, size, uploaded: false};
 		}
 	}
 
@@ -132,7 +132,7 @@ async function pushOne(
 
 	try {
 		const blob = await client.uploadBlob(produce, `layer ${layer.id}`);
-		return {layer: layer.id, ...blob, diffId: blob.digest, uploaded: true};
+		return {layer: layer.id, ...blob, uploaded: true};
 	} catch (error) {
 		// Stop the export (an error on its stream ends any wait for 'drain') and let it finish stopping
 		// before reporting, so it leaves nothing half-written.
@@ -154,7 +154,7 @@ export async function pushLayer(options: PushOptions): Promise<Push> {
 	const flatten = options.flatten ?? false;
 	const layers = flatten ? [top] : stackOf(top).map((id) => requireLayer(store, id, options.reference));
 
-	const pushed: Array<PushedLayer & {diffId: string}> = [];
+	const pushed: PushedLayer[] = [];
 	for (const [index, layer] of layers.entries()) {
 		const label =
 			layers.length === 1 ? `push ${layer.id}` : `push ${layer.id} (${index + 1}/${layers.length})`;
@@ -162,7 +162,8 @@ export async function pushLayer(options: PushOptions): Promise<Push> {
 	}
 
 	const config = await client.uploadSmallBlob(
-		imageConfig(pushed.map(({diffId}) => diffId)),
+		// Layers go uncompressed, so each one's digest is its DiffID.
+		imageConfig(pushed.map(({digest}) => digest)),
 		'the image config',
 	);
 	const manifest = Buffer.from(
@@ -180,7 +181,7 @@ export async function pushLayer(options: PushOptions): Promise<Push> {
 		destination: formatReference(destination),
 		digest: sha256Digest(manifest),
 		config: config.digest,
-		layers: pushed.map(({diffId: _, ...rest}) => rest),
+		layers: pushed,
 		flattened: flatten,
 		uploadedBytes: pushed.filter(({uploaded}) => uploaded).reduce((sum, {size}) => sum + size, 0),
 	};

@@ -211,6 +211,11 @@ export function parseChallenge(header: string): {scheme: string; parameters: Rec
 	return {scheme, parameters};
 }
 
+/** The `Authorization` value for HTTP Basic with these credentials. */
+function basicAuthorization({username, password}: Credentials): string {
+	return `Basic ${Buffer.from(`${username}:${password}`).toString('base64')}`;
+}
+
 type RequestOptions = {
 	method?: string;
 	headers?: Record<string, string>;
@@ -297,10 +302,7 @@ export class RegistryClient {
 				);
 			}
 
-			const token = Buffer.from(`${this.credentials.username}:${this.credentials.password}`).toString(
-				'base64',
-			);
-			this.authorization = `Basic ${token}`;
+			this.authorization = basicAuthorization(this.credentials);
 			return;
 		}
 
@@ -318,11 +320,9 @@ export class RegistryClient {
 			}
 
 			realm.searchParams.set('scope', scope);
-			const headers: Record<string, string> = {};
-			if (this.credentials) {
-				headers['authorization'] =
-					`Basic ${Buffer.from(`${this.credentials.username}:${this.credentials.password}`).toString('base64')}`;
-			}
+			const headers: Record<string, string> = this.credentials
+				? {authorization: basicAuthorization(this.credentials)}
+				: {};
 
 			let answer: Response;
 			try {
