@@ -53,6 +53,30 @@ function storeOption<T>(argv: Argv<T>) {
 		.option('verbose', {type: 'boolean', default: false, description: 'Print stack traces of errors'});
 }
 
+/** `--insecure`, for push and pull. */
+function insecureOption<T>(argv: Argv<T>) {
+	return argv.option('insecure', {
+		type: 'boolean',
+		default: false,
+		description: 'Plain HTTP, for a registry on this machine',
+	});
+}
+
+/** What import and pull accept from an archive that they refuse by default. */
+function archiveOptions<T>(argv: Argv<T>) {
+	return argv
+		.option('keep-setid', {
+			type: 'boolean',
+			default: false,
+			description: 'Keep setuid and setgid bits and file capabilities (refused otherwise)',
+		})
+		.option('allow-outside-symlinks', {
+			type: 'boolean',
+			default: false,
+			description: 'Accept symlinks that point outside the layer (absolute, or climbing out with ..)',
+		});
+}
+
 function storeOf(options: {store?: string | undefined}): {store: string} {
 	return {store: options.store ?? defaultStorePath()};
 }
@@ -427,7 +451,7 @@ export async function main(argv: readonly string[]): Promise<number> {
 			'import <file>',
 			'An OCI image layer tar (or a gzip of one; - for stdin) as a layer named --name, on --base if given',
 			(command) =>
-				storeOption(command)
+				archiveOptions(storeOption(command))
 					.positional('file', {
 						type: 'string',
 						demandOption: true,
@@ -441,16 +465,6 @@ export async function main(argv: readonly string[]): Promise<number> {
 					.option('base', {
 						type: 'string',
 						description: 'A snapshot name or layer id the layer stacks on, with its lowers',
-					})
-					.option('keep-setid', {
-						type: 'boolean',
-						default: false,
-						description: 'Keep setuid and setgid bits and file capabilities (refused otherwise)',
-					})
-					.option('allow-outside-symlinks', {
-						type: 'boolean',
-						default: false,
-						description: 'Accept symlinks that point outside the layer (absolute, or climbing out with ..)',
 					})
 					.epilogue(
 						'Exit status: 0 imported; 1 not imported (a damaged or refused archive, a missing base), nothing changed; 2 bad usage.',
@@ -507,7 +521,7 @@ export async function main(argv: readonly string[]): Promise<number> {
 			'push <name> <destination>',
 			"Send a snapshot's whole stack (or it flattened) to an OCI registry as REGISTRY/REPO:TAG",
 			(command) =>
-				storeOption(command)
+				insecureOption(storeOption(command))
 					.positional('name', {
 						type: 'string',
 						demandOption: true,
@@ -522,11 +536,6 @@ export async function main(argv: readonly string[]): Promise<number> {
 						type: 'boolean',
 						default: false,
 						description: 'Send the stack as one layer (what export --flatten writes)',
-					})
-					.option('insecure', {
-						type: 'boolean',
-						default: false,
-						description: 'Plain HTTP, for a registry on this machine',
 					}),
 			async (options) => {
 				const progress = labelledProgress();
@@ -554,28 +563,13 @@ export async function main(argv: readonly string[]): Promise<number> {
 			'pull <source>',
 			"Fetch an OCI image's layers from a registry as a stack and name its top layer",
 			(command) =>
-				storeOption(command)
+				archiveOptions(insecureOption(storeOption(command)))
 					.positional('source', {
 						type: 'string',
 						demandOption: true,
 						description: 'REGISTRY/REPOSITORY:TAG or REGISTRY/REPOSITORY@sha256:DIGEST',
 					})
-					.option('name', {type: 'string', demandOption: true, description: 'The name the top layer gets'})
-					.option('insecure', {
-						type: 'boolean',
-						default: false,
-						description: 'Plain HTTP, for a registry on this machine',
-					})
-					.option('keep-setid', {
-						type: 'boolean',
-						default: false,
-						description: 'Keep setuid and setgid bits (refused otherwise)',
-					})
-					.option('allow-outside-symlinks', {
-						type: 'boolean',
-						default: false,
-						description: 'Accept symlinks that point outside the layer (absolute, or climbing out with ..)',
-					}),
+					.option('name', {type: 'string', demandOption: true, description: 'The name the top layer gets'}),
 			async (options) => {
 				const progress = labelledProgress();
 				let pulled: Pull;
