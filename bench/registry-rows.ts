@@ -4,12 +4,10 @@ docker-registry, distribution 2.8) on loopback, and the peak memory of `scratch 
 Each push goes to a new repository, so the registry has none of its blobs and the whole layer travels;
 each pull goes into a new store, so nothing is found locally.
 */
-import {type ChildProcess, spawn} from 'node:child_process';
 import {mkdirSync, rmSync, writeFileSync} from 'node:fs';
-import {createServer} from 'node:net';
 import path from 'node:path';
 import {performance} from 'node:perf_hooks';
-import {setTimeout as sleep} from 'node:timers/promises';
+import {launchRegistry} from '../test/helpers/registry-process.js';
 import {createLargeLayer, peakResidentMemory} from './export-rows.js';
 import {
 	integerFromEnvironment,
@@ -26,58 +24,6 @@ import {
 export const registryIterations = integerFromEnvironment('BENCH_REGISTRY_ITERATIONS', 3, 1);
 
 const layerMegabytes = 200;
-
-async function freePort(): Promise<number> {
-	return new Promise((resolve, reject) => {
-		const server = createServer();
-		server.once('error', reject);
-		server.listen(0, '127.0.0.1', () => {
-			const address = server.address();
-			server.close(() => resolve(typeof address === 'object' && address ? address.port : 0));
-		});
-	});
-}
-
-/** A registry on a free loopback port, storing under `directory`; stop() kills it by its pid. */
-async function startRegistry(directory: string): Promise<{address: string; stop: () => void}> {
-	mkdirSync(directory, {recursive: true});
-	const port = await freePort();
-	const config = path.join(directory, 'config.yml');
-	writeFileSync(
-		config,
-		`version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: ${path.join(directory, 'data')}\nhttp:\n  addr: 127.0.0.1:${port}\n  secret: bench\n`,
-	);
-	const child: ChildProcess = spawn('docker-registry', ['serve', config], {stdio: 'ignore'});
-	const address = `127.0.0.1:${port}`;
-	for (let attempt = 0; ; attempt++) {
-		try {
-			const response = await fetch(`http://${address}/v2/`);
-			await response.body?.cancel();
-			if (response.ok) {
-				break;
-			}
-		} catch {
-			// Not listening yet.
-		}
-
-		if (attempt > 200 || child.exitCode !== null) {
-			throw new Error(
-				`docker-registry did not start on ${address} (is the docker-registry package installed?)`,
-			);
-		}
-
-		await sleep(25);
-	}
-
-	return {
-		address,
-		stop: () => {
-			if (child.pid !== undefined && child.exitCode === null) {
-				process.kill(child.pid, 'SIGTERM');
-			}
-		},
-	};
-}
 
 /** A 200 MB layer: 50 files of 4 MB, of bytes that do not compress. */
 async function makeLayer(workspace: Workspace, store: string): Promise<void> {
@@ -105,7 +51,7 @@ async function makeLayer(workspace: Workspace, store: string): Promise<void> {
 /** Push then pull of a 200 MB layer through a loopback registry: times, and the MB/s each reached. */
 export async function pushPullRow(workspace: Workspace, id: number): Promise<Row> {
 	progress(`row ${id}: push and pull of a ${layerMegabytes} MB layer through docker-registry on loopback`);
-	const registry = await startRegistry(path.join(workspace.root, 'registry'));
+	const registry = await launchRegistry(path.join(workspace.root, 'registry'));
 	try {
 		const store = path.join(workspace.root, 'registry-store');
 		await makeLayer(workspace, store);
@@ -161,7 +107,7 @@ export async function pushPullRow(workspace: Workspace, id: number): Promise<Row
 			note: `push ${megabytesPerSecond(push.medianMs)} MB/s, pull ${megabytesPerSecond(pull.medianMs)} MB/s (whole command, node start-up included; uncompressed layer, each push to a new repository, each pull into a new store)`,
 		};
 	} finally {
-		registry.stop();
+		await registry.stop();
 	}
 }
 
