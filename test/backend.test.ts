@@ -1,11 +1,17 @@
 import test from 'ava';
 import {UnsupportedEnvironmentError, UsageError} from '../src/errors.js';
 import {
+	autoOrder,
 	type BackendName,
 	backendChoices,
 	backendProblem,
+	chooseBackend,
+	describePassedOver,
+	filesystemOf,
 	type HostFacts,
 	readHostFacts,
+	readStoreFacts,
+	type StoreFacts,
 	selectBackend,
 } from '../src/run/backend.js';
 
@@ -196,13 +202,13 @@ const refusalCases: Array<{title: string; choice: string; facts: HostFacts; mess
 		title: 'explicit kernel for a normal user, suggesting --backend userns',
 		choice: 'kernel',
 		facts: user,
-		message: /^backend kernel cannot run here: .*needs root.*; try --backend userns or --backend auto$/,
+		message: /^backend kernel cannot run here: .*needs root.*; try --backend userns$/,
 	},
 	{
 		title: 'explicit userns on Linux 5.10, suggesting --backend kernel',
 		choice: 'userns',
 		facts: facts({euid: 0, kernelRelease: '5.10.0'}),
-		message: /^backend userns cannot run here: .*Linux 5\.11.*; try --backend kernel or --backend auto$/,
+		message: /^backend userns cannot run here: .*Linux 5\.11.*; try --backend kernel$/,
 	},
 ];
 
@@ -221,7 +227,7 @@ for (const choice of ['docker', 'Kernel', '', 'none']) {
 	test(`selectBackend rejects the unknown choice '${choice}' with a UsageError listing the choices`, (t) => {
 		t.throws(() => selectBackend(choice, root), {
 			instanceOf: UsageError,
-			message: /unknown backend .*; use one of auto, kernel, userns$/,
+			message: /unknown backend .*; use one of auto, kernel, userns, fuse$/,
 		});
 	});
 }
@@ -256,7 +262,7 @@ test('selectBackend with auto never returns a backend that has a problem', (t) =
 			backend = selectBackend('auto', hostFacts);
 		} catch (error) {
 			t.true(error instanceof UnsupportedEnvironmentError, JSON.stringify(hostFacts));
-			const candidates: BackendName[] = hostFacts.euid === 0 ? ['kernel', 'userns'] : ['userns'];
+			const candidates = autoOrder(hostFacts);
 			t.true(
 				candidates.every((name) => backendProblem(name, hostFacts) !== undefined),
 				`auto refused although a backend works: ${JSON.stringify(hostFacts)}`,
@@ -274,8 +280,8 @@ test('selectBackend with auto never returns a backend that has a problem', (t) =
 	t.true(selected > 0);
 });
 
-test('backendChoices lists auto, kernel and userns', (t) => {
-	t.deepEqual([...backendChoices], ['auto', 'kernel', 'userns']);
+test('backendChoices lists auto, kernel, userns and fuse', (t) => {
+	t.deepEqual([...backendChoices], ['auto', 'kernel', 'userns', 'fuse']);
 });
 
 test('readHostFacts reads this host: the effective uid and a /proc/filesystems with overlay', (t) => {
@@ -283,4 +289,253 @@ test('readHostFacts reads this host: the effective uid and a /proc/filesystems w
 	t.is(hostFacts.euid, process.geteuid?.() ?? -1);
 	t.regex(hostFacts.filesystems, /\toverlay$/m);
 	t.regex(hostFacts.kernelRelease, /^\d+\.\d+/);
+});
+
+const filesystemsWithFuse = `${filesystemsWithOverlay}nodev\tfuse\nnodev\tfusectl\n`;
+
+/** A host where fuse-overlayfs works too: FUSE loaded, the program installed, /dev/fuse usable. */
+function fuseFacts(overrides: Partial<HostFacts> = {}): HostFacts {
+	return facts({
+		filesystems: filesystemsWithFuse,
+		fuseOverlayfs: '/usr/bin/fuse-overlayfs',
+		devFuse: 'ok',
+		...overrides,
+	});
+}
+
+function storeFacts(overrides: Partial<StoreFacts> = {}): StoreFacts {
+	return {root: '/var/lib/scratch', filesystem: 'ext4', layerFormat: 'overlay-userxattr-1', ...overrides};
+}
+
+const onOverlayfs = storeFacts({
+	root: '/data/store',
+	filesystem: 'overlayfs',
+	layerFormat: 'whiteout-files-1',
+});
+
+const fuseProblemCases: Array<{
+	title: string;
+	backend: BackendName;
+	facts: HostFacts;
+	store?: StoreFacts;
+	problem: RegExp | undefined;
+}> = [
+	{title: 'fuse as root has no problem', backend: 'fuse', facts: fuseFacts(), problem: undefined},
+	{
+		title: 'fuse as a normal user has no problem',
+		backend: 'fuse',
+		facts: fuseFacts({euid: 1000}),
+		problem: undefined,
+	},
+	{
+		title: 'fuse needs no overlay in /proc/filesystems',
+		backend: 'fuse',
+		facts: fuseFacts({filesystems: `${filesystemsWithoutOverlay}nodev\tfuse\n`}),
+		problem: undefined,
+	},
+	{
+		title: 'fuse needs FUSE in /proc/filesystems',
+		backend: 'fuse',
+		facts: fuseFacts({filesystems: filesystemsWithOverlay}),
+		problem: /no FUSE \(fuse is not in \/proc\/filesystems\); load it with 'modprobe fuse'/,
+	},
+	{
+		title: 'fuseblk alone is not FUSE',
+		backend: 'fuse',
+		facts: fuseFacts({filesystems: `${filesystemsWithOverlay}\tfuseblk\n`}),
+		problem: /modprobe fuse/,
+	},
+	{
+		title: 'fuse needs the fuse-overlayfs program',
+		backend: 'fuse',
+		facts: fuseFacts({fuseOverlayfs: undefined}),
+		problem: /fuse-overlayfs is not installed; install the fuse-overlayfs package/,
+	},
+	{
+		title: 'fuse needs /dev/fuse',
+		backend: 'fuse',
+		facts: fuseFacts({devFuse: 'missing'}),
+		problem: /\/dev\/fuse does not exist .*--device \/dev\/fuse/,
+	},
+	{
+		title: 'fuse needs /dev/fuse to be usable by the caller',
+		backend: 'fuse',
+		facts: fuseFacts({euid: 1000, devFuse: 'denied'}),
+		problem: /\/dev\/fuse cannot be opened by uid 1000 .*chmod 0666 \/dev\/fuse/,
+	},
+	{
+		title: 'fuse for a normal user needs user namespaces',
+		backend: 'fuse',
+		facts: fuseFacts({euid: 1000, maxUserNamespaces: 0}),
+		problem: /max_user_namespaces = 0/,
+	},
+	{
+		title: 'fuse for a normal user works from Linux 4.18 (FUSE in user namespaces)',
+		backend: 'fuse',
+		facts: fuseFacts({euid: 1000, kernelRelease: '4.18.0'}),
+		problem: undefined,
+	},
+	{
+		title: 'fuse for a normal user needs Linux 4.18',
+		backend: 'fuse',
+		facts: fuseFacts({euid: 1000, kernelRelease: '4.15.0'}),
+		problem: /FUSE in a user namespace needs Linux 4\.18 or later/,
+	},
+	{
+		title: 'fuse as root needs no user namespaces',
+		backend: 'fuse',
+		facts: fuseFacts({maxUserNamespaces: 0, kernelRelease: '4.15.0'}),
+		problem: undefined,
+	},
+	{
+		title: 'kernel cannot put an upper dir on a store on overlayfs',
+		backend: 'kernel',
+		facts: fuseFacts(),
+		store: onOverlayfs,
+		problem:
+			/^the store \/data\/store is on overlayfs \(as inside a container\), which the kernel refuses as an upper dir$/,
+	},
+	{
+		title: 'userns cannot put an upper dir on a store on overlayfs',
+		backend: 'userns',
+		facts: fuseFacts({euid: 1000}),
+		store: onOverlayfs,
+		problem: /is on overlayfs/,
+	},
+	{
+		title: 'fuse can put an upper dir on a store on overlayfs',
+		backend: 'fuse',
+		facts: fuseFacts({euid: 1000}),
+		store: onOverlayfs,
+		problem: undefined,
+	},
+	{
+		title: 'kernel refuses a store on NFS',
+		backend: 'kernel',
+		facts: fuseFacts(),
+		store: storeFacts({filesystem: 'nfs'}),
+		problem: /is on NFS, which the kernel refuses as an upper dir/,
+	},
+	{
+		title: 'kernel cannot read a whiteout-files store even off overlayfs',
+		backend: 'kernel',
+		facts: fuseFacts(),
+		store: storeFacts({layerFormat: 'whiteout-files-1'}),
+		problem: /keeps its layers' whiteouts as \.wh\. files .*only fuse-overlayfs reads/,
+	},
+	{
+		title: 'no backend can write to a store on squashfs',
+		backend: 'fuse',
+		facts: fuseFacts(),
+		store: storeFacts({filesystem: 'squashfs'}),
+		problem: /is on squashfs, which is read-only/,
+	},
+	{
+		title: 'a store on ext4 is fine for the kernel',
+		backend: 'kernel',
+		facts: fuseFacts(),
+		store: storeFacts(),
+		problem: undefined,
+	},
+];
+
+for (const {title, backend, facts: hostFacts, store, problem} of fuseProblemCases) {
+	test(`backendProblem: ${title}`, (t) => {
+		const found = backendProblem(backend, hostFacts, store);
+		if (problem === undefined) {
+			t.is(found, undefined);
+		} else {
+			t.regex(found ?? '', problem);
+			t.false(found?.includes('\n'));
+		}
+	});
+}
+
+test('auto takes fuse for root only when both kernel backends cannot work, and says why once', (t) => {
+	const selection = chooseBackend('auto', fuseFacts(), onOverlayfs);
+	t.is(selection.backend, 'fuse');
+	t.deepEqual(
+		selection.passedOver.map(({backend}) => backend),
+		['kernel', 'userns'],
+	);
+	t.is(
+		describePassedOver(selection.passedOver),
+		'the store /data/store is on overlayfs (as inside a container), which the kernel refuses as an upper dir',
+	);
+});
+
+test('auto takes fuse for a normal user whose user namespaces cannot mount overlay (Linux 5.10)', (t) => {
+	const selection = chooseBackend('auto', fuseFacts({euid: 1000, kernelRelease: '5.10.0'}), storeFacts());
+	t.is(selection.backend, 'fuse');
+	t.regex(describePassedOver(selection.passedOver), /^overlay in a user namespace needs Linux 5\.11/);
+});
+
+test('describePassedOver names the backends when their problems differ', (t) => {
+	t.is(
+		describePassedOver([
+			{backend: 'kernel', problem: 'a'},
+			{backend: 'userns', problem: 'b'},
+		]),
+		'kernel: a; userns: b',
+	);
+});
+
+test('auto never takes fuse while a kernel backend works, and passes over nothing then', (t) => {
+	t.deepEqual(chooseBackend('auto', fuseFacts(), storeFacts()), {backend: 'kernel', passedOver: []});
+	t.deepEqual(chooseBackend('auto', fuseFacts({euid: 1000}), storeFacts()), {
+		backend: 'userns',
+		passedOver: [],
+	});
+});
+
+test('auto refuses when fuse cannot work either, naming every backend and never running unisolated', (t) => {
+	const error = t.throws(() => chooseBackend('auto', fuseFacts({devFuse: 'missing'}), onOverlayfs), {
+		instanceOf: UnsupportedEnvironmentError,
+	});
+	t.regex(
+		error?.message ?? '',
+		/^no backend can isolate a run on this host \(kernel: .*; userns: .*; fuse: \/dev\/fuse does not exist/,
+	);
+	t.regex(error?.message ?? '', /scratch never runs without isolation$/);
+});
+
+test('an explicit fuse that cannot work suggests the backends that can', (t) => {
+	t.throws(() => selectBackend('fuse', fuseFacts({fuseOverlayfs: undefined}), storeFacts()), {
+		instanceOf: UnsupportedEnvironmentError,
+		message:
+			/^backend fuse cannot run here: fuse-overlayfs is not installed; install the fuse-overlayfs package; try --backend kernel or --backend userns$/,
+	});
+});
+
+test('an explicit kernel on a store on overlayfs suggests fuse', (t) => {
+	t.throws(() => selectBackend('kernel', fuseFacts(), onOverlayfs), {
+		instanceOf: UnsupportedEnvironmentError,
+		message: /is on overlayfs .*; try --backend fuse$/,
+	});
+});
+
+test('an explicit backend where nothing works points to scratch doctor', (t) => {
+	t.throws(() => selectBackend('userns', facts({euid: 1000, maxUserNamespaces: 0})), {
+		instanceOf: UnsupportedEnvironmentError,
+		message: /; run scratch doctor to see what works here$/,
+	});
+});
+
+test('readStoreFacts reads a new store path from its nearest existing ancestor, with the default format', (t) => {
+	const facts = readStoreFacts('/tmp/scratch-no-such-dir/deeper/store');
+	t.is(facts.root, '/tmp/scratch-no-such-dir/deeper/store');
+	t.is(facts.filesystem, filesystemOf('/tmp'));
+	t.is(facts.layerFormat, 'overlay-userxattr-1');
+});
+
+test('filesystemOf names file systems it knows and gives the magic number of others', (t) => {
+	t.is(filesystemOf('/proc'), '0x9fa0');
+	t.regex(filesystemOf('/'), /^(ext4|xfs|btrfs|tmpfs|overlayfs|zfs|f2fs|0x[\da-f]+)$/);
+});
+
+test('readHostFacts finds fuse-overlayfs and /dev/fuse on this host (CI installs the fuse-overlayfs package)', (t) => {
+	const hostFacts = readHostFacts();
+	t.is(hostFacts.fuseOverlayfs, '/usr/bin/fuse-overlayfs');
+	t.is(hostFacts.devFuse, 'ok', 'the tests run as root, who can open /dev/fuse');
+	t.regex(hostFacts.filesystems, /\tfuse$/m);
 });

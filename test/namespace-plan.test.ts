@@ -17,6 +17,7 @@ import {
 	readyMarker,
 	resolveTmpfsPath,
 	setupFailureMarker,
+	setupNamedParameters,
 } from '../src/run/namespace-plan.js';
 import {parseSetupOutput, translateSetupFailure} from '../src/run/setup-errors.js';
 import {maxStackedLayers} from '../src/store/layers.js';
@@ -75,7 +76,7 @@ function setupParameters(plan: NamespacePlan): {
 } {
 	const {parameters} = scriptInvocation(buildNamespaceCommand(plan, tools).args);
 	const [, mount, mkdir, source, target, targetMode, cwd, options, mountDirectory] = parameters;
-	const rest = parameters.slice(9);
+	const rest = parameters.slice(setupNamedParameters + 1);
 	const takeList = (): string[][] => {
 		const count = Number(rest.shift());
 		const pairs = rest.splice(0, count * 2);
@@ -184,6 +185,10 @@ test('buildNamespaceCommand hands the tools, the plan, the target mode and the o
 		plan.workingDirectory,
 		buildOverlayOptions({volatile: false}),
 		'.',
+		// The fuse backend's teardown plan and programs: placeholders for the kernel backend.
+		'kernel',
+		'0',
+		...Array.from({length: setupNamedParameters - 10}, () => '-'),
 		'0',
 		'0',
 		'0',
@@ -249,7 +254,7 @@ test('buildNamespaceCommand passes tmpfs mounts as two counted lists of mode and
 		],
 	});
 	const {parameters} = scriptInvocation(buildNamespaceCommand(plan, tools).args);
-	t.deepEqual(parameters.slice(9), [
+	t.deepEqual(parameters.slice(setupNamedParameters + 1), [
 		'2',
 		'existing',
 		'/tmp',
@@ -574,7 +579,7 @@ test('the setup script mounts outside tmpfs, then the overlay, then inside tmpfs
 	t.is(result.status, 7);
 	t.is(result.stdout, `${target}|a  b|"q"|x\ny|--||`);
 	// fd 2 is the control pipe: it gets the ready marker, then (not from the command) the exit report.
-	t.is(result.stderr, `${readyMarker}${exitMarker}7\n`);
+	t.is(result.stderr, `${readyMarker}${exitMarker}7 clean\n`);
 	t.is(result.commandStderr, 'oops\n');
 	t.true(existsSync(inside));
 	t.is(result.log, [tmpfsCall(outside), overlayCall(target), tmpfsCall(inside), ''].join('\n'));
@@ -602,7 +607,7 @@ test('the setup script prints the ready marker after every mount and before the 
 	t.is(result.status, 0);
 	t.is(
 		result.log,
-		`${[tmpfsCall(outside), overlayCall(target), tmpfsCall(path.join(target, 'cache'))].join('\n')}\n${readyMarker}command\n${exitMarker}0\n`,
+		`${[tmpfsCall(outside), overlayCall(target), tmpfsCall(path.join(target, 'cache'))].join('\n')}\n${readyMarker}command\n${exitMarker}0 clean\n`,
 	);
 });
 
@@ -816,7 +821,7 @@ for (const testCase of setupCases) {
 			t.true(error.message.includes(at(failure.subject)), error.message);
 		} else {
 			t.true(existsSync(at('ran')), 'the command ran');
-			t.is(result.stderr, `${readyMarker}${exitMarker}0\n`);
+			t.is(result.stderr, `${readyMarker}${exitMarker}0 clean\n`);
 		}
 	});
 }

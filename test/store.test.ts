@@ -53,6 +53,7 @@ test('openStore creates a missing store: private runs, kept, trash, tmp, layers,
 
 	t.deepEqual(store, {
 		root,
+		layerFormat: 'overlay-userxattr-1',
 		runsDir: path.join(root, 'runs'),
 		keptDir: path.join(root, 'kept'),
 		trashDir: path.join(root, 'trash'),
@@ -201,7 +202,7 @@ for (const {title, record, format} of foreignRecords) {
 
 		const error = await t.throwsAsync(openStore(root), {
 			instanceOf: StoreError,
-			message: `store ${root} has format ${format}, this scratch uses 1/overlay-userxattr-1; use another --store`,
+			message: `store ${root} has format ${format}, this scratch uses 1/overlay-userxattr-1 or 1/whiteout-files-1; use another --store`,
 		});
 
 		t.false(error?.message.includes('\n'));

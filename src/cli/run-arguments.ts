@@ -46,7 +46,7 @@ export const runOptionSpecs: readonly RunOptionSpec[] = [
 		type: 'string',
 		choices: backendChoices,
 		placeholder: 'NAME',
-		description: 'auto (kernel as root, else userns), kernel, or userns',
+		description: 'auto (kernel as root, else userns, else fuse), kernel, userns, or fuse (fuse-overlayfs)',
 	},
 	{
 		name: 'touch',

@@ -43,7 +43,9 @@ export async function runCli(
 			touch: parsed.touch,
 			measure: jsonFile !== undefined,
 			onEvent(event) {
-				if (event.type === 'kept') {
+				if (event.type === 'fallback') {
+					process.stderr.write(`${fallbackNotice(event.reason)}\n`);
+				} else if (event.type === 'kept') {
 					process.stderr.write(`scratch: kept run ${event.runId}; its writes are in ${event.upper}\n`);
 				} else if (event.type === 'promoted') {
 					process.stderr.write(
@@ -63,6 +65,11 @@ export async function runCli(
 		reportError(error, {verbose});
 		return scratchFailed;
 	}
+}
+
+/** What `auto` says on stderr when it falls back to fuse-overlayfs: one line, the reasons shortened. */
+export function fallbackNotice(reason: string): string {
+	return `scratch: using the fuse backend (fuse-overlayfs, slower than kernel overlayfs) because ${reason}`;
 }
 
 /** Wait for a run, passing SIGINT, SIGTERM, SIGHUP and SIGQUIT on to its command meanwhile. */

@@ -9,6 +9,7 @@ import {exitCodeFor, reportError} from './report-error.js';
 import {firstValue, parseCommandLine, type RunOptionSpec, runOptionSpecs} from './run-arguments.js';
 import {
 	exitStatusOfRun,
+	fallbackNotice,
 	forwardedSignals,
 	jsonFileOf,
 	scratchFailed,
@@ -51,6 +52,8 @@ function onWorkspaceEvent(event: WorkspaceRunEvent): void {
 		process.stderr.write(
 			`scratch: workspace ${event.workspace} is busy: ${describeHolder(event.holder)} holds it; waiting (--no-wait fails instead)\n`,
 		);
+	} else if (event.type === 'fallback') {
+		process.stderr.write(`${fallbackNotice(event.reason)}\n`);
 	}
 }
 

@@ -1,5 +1,6 @@
 import path from 'node:path';
 import {LimitError, UsageError} from '../errors.js';
+import type {LayerFormat} from '../store/layer-format.js';
 import type {BackendName} from './backend.js';
 
 /** Written by the namespace's setup on the control pipe once the view is ready and the command starts. */
@@ -8,6 +9,13 @@ export const readyMarker = '\u001Escratch-ready\n';
 /** Everything the namespace needs to build the run's view. Pure data, built and checked by `run`. */
 export type NamespacePlan = {
 	backend: BackendName;
+	/**
+	Whether the namespace gets a user namespace whose root is the caller (default: for the userns
+	backend only; the fuse backend needs one when not run by root).
+	*/
+	userNamespace?: boolean;
+	/** For the fuse backend: what its teardown does with the writes. */
+	fuse?: FusePlan;
 	/** Real path of the source tree: the bottom of the stack, opened as fd 5 so no escaping is needed. */
 	source: string;
 	/** Absolute mount point of the overlay: the run's `merged` dir, or the source itself (`--in-place`). */
@@ -37,8 +45,59 @@ export type NamespacePlan = {
 	command: string[];
 };
 
+/**
+How a fuse-overlayfs view ends. A view whose writes are kept is unmounted cleanly (everything else in the
+run stopped first, so nothing holds it), which makes fuse-overlayfs finish every write, and its upper is
+then put in the store's layer format: fuse-overlayfs marks opaque directories its own way and records
+where copied-up files came from in xattrs of its own.
+*/
+export type FusePlan = {
+	/** Unmount cleanly and normalise the upper (promoting, keeping, or a workspace's run). */
+	keepWrites: boolean;
+	/** Absolute path of the upper dir, for the normalisation. */
+	upper: string;
+	layerFormat: LayerFormat;
+	/** Absolute path of a file in the run's dir for fuse-overlayfs's own messages and the xattr listing. */
+	log: string;
+};
+
 /** Absolute paths of the programs the namespace runs, resolved outside it. */
-export type NamespaceTools = {setpriv: string; unshare: string; sh: string; mount: string; mkdir: string};
+export type NamespaceTools = {
+	setpriv: string;
+	unshare: string;
+	sh: string;
+	mount: string;
+	mkdir: string;
+	/** The fuse backend's programs (fuse-overlayfs, and what its teardown uses). */
+	fuse?: FuseTools;
+};
+
+/** Programs of the fuse backend: the daemon, and the teardown's unmount and normalisation. */
+export type FuseTools = {
+	fuseOverlayfs: string;
+	umount: string;
+	getfattr: string;
+	setfattr: string;
+	find: string;
+	awk: string;
+	xargs: string;
+	sleep: string;
+	rm: string;
+	mknod: string;
+};
+
+export const fuseToolNames: ReadonlyArray<[keyof FuseTools, string]> = [
+	['fuseOverlayfs', 'fuse-overlayfs'],
+	['umount', 'umount'],
+	['getfattr', 'getfattr'],
+	['setfattr', 'setfattr'],
+	['find', 'find'],
+	['awk', 'awk'],
+	['xargs', 'xargs'],
+	['sleep', 'sleep'],
+	['rm', 'rm'],
+	['mknod', 'mknod'],
+];
 
 /** mount(2) takes the options as one page: 4095 bytes and a terminating NUL. */
 export const maxMountOptionsLength = 4095;
@@ -78,9 +137,40 @@ export function buildOverlayOptions({
 	return options.join(',');
 }
 
+/**
+fuse-overlayfs's options: the same lower, upper and work dirs (it resolves them itself, so the same
+relative names and /proc/self/fd/5 work), without the kernel's format options; it reads both layer
+formats. `volatile` skips its fsyncs.
+*/
+export function buildFuseOptions({
+	volatile,
+	layers = [],
+	runId = '',
+	writable,
+}: {
+	volatile: boolean;
+	layers?: readonly string[];
+	runId?: string;
+	writable?: {upper: string; work: string} | undefined;
+}): string {
+	const lowers = [...layers].reverse().concat('/proc/self/fd/5');
+	const runPath = layers.length > 0 ? `../runs/${runId}/` : '';
+	const options = [
+		`lowerdir=${lowers.join(':')}`,
+		`upperdir=${writable?.upper ?? `${runPath}upper`}`,
+		`workdir=${writable?.work ?? `${runPath}work`}`,
+	];
+	if (volatile) {
+		options.push('volatile');
+	}
+
+	return options.join(',');
+}
+
 /** The overlay's mount options for a plan. */
 export function overlayOptionsOf(plan: NamespacePlan): string {
-	return buildOverlayOptions({
+	const build = plan.backend === 'fuse' ? buildFuseOptions : buildOverlayOptions;
+	return build({
 		volatile: plan.volatile,
 		layers: plan.layers,
 		runId: plan.runId,
@@ -120,10 +210,17 @@ every inode the run touched: ~50 ms for 20,000 files) then runs in the exit of u
 of the mount namespace, which a discarding run need not wait for. pid 1 exits only at EOF on fd 6,
 which scratch holds: the teardown starts after scratch has exited (or at once, for a kept run, whose
 upper must be unmounted before it is recorded).
+The fuse backend mounts with fuse-overlayfs, whose daemon (forked once the mount is ready) lives in the
+PID namespace like everything else, so it dies with the run whatever happens to scratch. When the writes
+are kept, the teardown stops every other process first, unmounts the view (which makes the daemon finish
+every write) and puts the upper in the store's layer format; the exit report then says `clean`, or
+`unclean` when the view could not be unmounted (the writes must not be trusted).
 */
 const setupScript = `set -u
 mount=$1 mkdir=$2 source=$3 target=$4 target_mode=$5 cwd=$6 options=$7 mount_dir=$8
-shift 8
+mounter=$9 keep=\${10} upper=\${11} format=\${12} log=\${13}
+fuse=\${14} umount=\${15} getfattr=\${16} setfattr=\${17} find=\${18} awk=\${19} xargs=\${20} sleep=\${21} rm=\${22} mknod=\${23} shell=\${24}
+shift 24
 fail() {
 	printf '\\036scratch-failed %s %s\\n' "$1" "$2" >&2
 	exit 125
@@ -159,13 +256,79 @@ touch_glob() {
 		done
 	) || exit 125
 }
+mount_fuse() {
+	"$fuse" -o "$options" "$target" 2>"$log" || {
+		cat -- "$log" >&2
+		fail overlay "$target"
+	}
+	# The daemon detached from fuse-overlayfs once the view was ready: the one other process here.
+	fuse_pid=
+	for entry in /proc/[0-9]*; do
+		[ "\${entry#/proc/}" = "$$" ] && continue
+		read -r comm <"$entry/comm" 2>/dev/null && [ "$comm" = fuse-overlayfs ] && fuse_pid=\${entry#/proc/}
+	done
+}
+# Everything in the run but pid 1 and the daemon, so that nothing holds the view when it is unmounted.
+stop_others() {
+	for entry in /proc/[0-9]*; do
+		pid=\${entry#/proc/}
+		[ "$pid" = "$$" ] || [ "$pid" = "$fuse_pid" ] || kill -s KILL "$pid" 2>/dev/null
+	done
+}
+# fuse-overlayfs marks an opaque directory with an xattr of its own plus a .wh..wh..opq file (and a
+# .wh..opq whiteout), and records copied-up files' origins in xattrs; the store's format has neither.
+normalize() {
+	if [ "$format" = overlay-userxattr-1 ]; then
+		"$find" "$upper" -depth -name '.wh.*' ! -type d -exec "$shell" -c '
+			setfattr=$1 rm=$2 mknod=$3
+			shift 3
+			for entry; do
+				directory=\${entry%/*} name=\${entry##*/}
+				case $name in
+				.wh..wh..opq) "$setfattr" -h -n user.overlay.opaque -v y -- "$directory" && "$rm" -f -- "$entry" || exit 1 ;;
+				.wh..opq) [ ! -c "$entry" ] || "$rm" -f -- "$entry" || exit 1 ;;
+				*) if [ -f "$entry" ] && [ ! -s "$entry" ]; then
+					"$rm" -f -- "$entry" && "$mknod" -m 000 -- "$directory/\${name#.wh.}" c 0 0 || exit 1
+				fi ;;
+				esac
+			done' normalize "$setfattr" "$rm" "$mknod" {} + || return 1
+	else
+		"$find" "$upper" -name .wh..opq -type c -exec "$rm" -f -- {} + || return 1
+	fi
+	"$getfattr" -R -P --absolute-names -m '^(trusted\\.overlay\\.|user\\.fuseoverlayfs\\.)' -- "$upper" >"$log.xattrs" 2>/dev/null
+	for attribute in trusted.overlay.opaque trusted.overlay.origin user.fuseoverlayfs.opaque user.fuseoverlayfs.origin; do
+		"$awk" -v want="$attribute" '/^# file: /{file = substr($0, 9); next} $0 == want && index(file, "\\\\") == 0 {print file}' "$log.xattrs" |
+			"$xargs" -r -d '\\n' "$setfattr" -h -x "$attribute" -- || return 1
+		# getfattr escapes names holding a backslash or a line break: those need the slow way.
+		if "$awk" -v want="$attribute" '/^# file: /{file = substr($0, 9); next} $0 == want && index(file, "\\\\") {found = 1} END {exit !found}' "$log.xattrs"; then
+			"$find" "$upper" -exec "$setfattr" -h -x "$attribute" -- {} + 2>/dev/null
+		fi
+	done
+	return 0
+}
+# Unmount the view cleanly: fuse-overlayfs has then done every write. Submounts (--tmpfs) go with it.
+unmount_fuse() {
+	cd / || return 1
+	tries=0
+	while [ "$tries" -lt 300 ]; do
+		stop_others
+		"$umount" -R -- "$target" 2>/dev/null && return 0
+		tries=$((tries + 1))
+		"$sleep" 0.01
+	done
+	return 1
+}
 command exec 5<"$source" || fail source "$source"
 cd -- "$mount_dir" || fail layers "$mount_dir"
 count=$1
 shift
 while [ "$count" -gt 0 ]; do tmpfs "$1" "$2"; shift 2; count=$((count - 1)); done
 mount_point "$target_mode" "$target"
-"$mount" -t overlay -o "$options" scratch "$target" || fail overlay "$target"
+if [ "$mounter" = fuse ]; then
+	mount_fuse
+else
+	"$mount" -t overlay -o "$options" scratch "$target" || fail overlay "$target"
+fi
 exec 5<&-
 count=$1
 shift
@@ -179,11 +342,18 @@ printf '\\036scratch-ready\\n' >&2
 exec 4>&2 2>&3 3>&-
 ( exec "$@" ) 4>&- 6<&-
 status=$?
+teardown=clean
+if [ "$mounter" = fuse ] && [ "$keep" = 1 ]; then
+	{ unmount_fuse && normalize; } 2>/dev/null || teardown=unclean
+fi
 # Only ever as pid 1 of the run's own PID namespace: anywhere else -1 means every process.
 [ "$$" = 1 ] && kill -s KILL -- -1 2>/dev/null
-printf '\\036scratch-exit %s\\n' "$status" >&4
+printf '\\036scratch-exit %s %s\\n' "$status" "$teardown" >&4
 read -r _ 2>/dev/null <&6 || :
 exit "$status"`;
+
+/** How many named positional parameters the setup script takes before its counted lists (`shift 24`). */
+export const setupNamedParameters = 24;
 
 /** Prefix of the line pid 1 prints on the control pipe once the command and all it started are gone: the status follows. */
 export const exitMarker = '\u001Escratch-exit ';
@@ -226,8 +396,9 @@ export function buildNamespaceCommand(
 	plan: NamespacePlan,
 	tools: NamespaceTools,
 ): {file: string; args: string[]} {
+	const userNamespace = plan.userNamespace ?? plan.backend === 'userns';
 	const unshareArguments = [
-		...(plan.backend === 'userns' ? ['--user', '--map-root-user'] : []),
+		...(userNamespace ? ['--user', '--map-root-user'] : []),
 		'--mount',
 		'--propagation',
 		'private',
@@ -266,6 +437,7 @@ export function buildNamespaceCommand(
 			plan.workingDirectory,
 			overlayOptionsOf(plan),
 			mountsFromLayers(plan) ? plan.layersDirectory : '.',
+			...fuseArguments(plan, tools),
 			String(outsideView.length),
 			...outsideView.flat(),
 			String(plan.touch?.length ?? 0),
@@ -276,6 +448,27 @@ export function buildNamespaceCommand(
 			...plan.command,
 		],
 	};
+}
+
+// The setup script's fuse arguments: the teardown's plan and the programs; placeholders for the kernel.
+function fuseArguments(plan: NamespacePlan, tools: NamespaceTools): string[] {
+	if (plan.backend !== 'fuse') {
+		return ['kernel', '0', '-', '-', '-', ...fuseToolNames.map(() => '-'), '-'];
+	}
+
+	if (!plan.fuse || !tools.fuse) {
+		throw new Error('a fuse plan needs its teardown plan and the fuse tools');
+	}
+
+	return [
+		'fuse',
+		plan.fuse.keepWrites ? '1' : '0',
+		plan.fuse.upper,
+		plan.fuse.layerFormat,
+		plan.fuse.log,
+		...fuseToolNames.map(([key]) => (tools.fuse as FuseTools)[key]),
+		tools.sh,
+	];
 }
 
 /**

@@ -23,6 +23,11 @@ export type NamespaceExit = {
 	signal: NodeJS.Signals | null;
 	/** What the setup printed when it failed before the command started. */
 	setupOutput: string;
+	/**
+	How pid 1's teardown went, when it reported: `unclean` when a fuse view whose writes are kept could
+	not be unmounted and normalised (the writes must not be trusted).
+	*/
+	teardown?: 'clean' | 'unclean';
 };
 
 /** A running namespace: wait for it, or pass a signal on to the command inside. */
@@ -123,11 +128,13 @@ export function startNamespace(
 		}
 
 		forward(afterReady.slice(0, index) + afterReady.slice(end + 1));
+		const [code, teardown] = afterReady.slice(index + exitMarker.length, end).split(' ');
 		resolveCommandExit({
 			started,
-			code: Number(afterReady.slice(index + exitMarker.length, end)),
+			code: Number(code),
 			signal: null,
 			setupOutput: '',
+			teardown: teardown === 'unclean' ? 'unclean' : 'clean',
 		});
 		afterReady = '';
 	};
@@ -157,9 +164,11 @@ export function startNamespace(
 		});
 		child.on('close', (code, signal) => {
 			forward(afterReady);
-			const exit = {started, code, signal, setupOutput};
+			const exit: NamespaceExit = {started, code, signal, setupOutput};
 			resolveCommandExit(exit);
-			resolve(exit);
+			void commandExit.then((reported) => {
+				resolve(reported.teardown ? {...exit, teardown: reported.teardown} : exit);
+			});
 		});
 	});
 

@@ -1,13 +1,6 @@
 import {realpathSync, statSync} from 'node:fs';
 import path from 'node:path';
-import {
-	describeSystemError,
-	InvalidPathError,
-	NotFoundError,
-	UnsupportedEnvironmentError,
-	UsageError,
-} from '../errors.js';
-import {isOnOverlayfs} from '../store/store.js';
+import {describeSystemError, InvalidPathError, NotFoundError, UsageError} from '../errors.js';
 import {isWithin} from './namespace-plan.js';
 
 /** The source tree's real path, or a clear error when it cannot be one. */
@@ -56,11 +49,12 @@ export function realpathOfFuture(target: string): {path: string; existingAncesto
 }
 
 /**
-Refuse stores the overlay cannot use with this source: nested in it, containing it, or on overlayfs.
-Checked before the store is created, so a refused run creates nothing.
+Refuse stores the overlay cannot use with this source: nested in it, or containing it. Checked before
+the store is created, so a refused run creates nothing. (Whether the store's file system can hold an
+upper dir decides the backend: see backend.ts.)
 */
 export function checkStorePlacement(storeRoot: string, source: string): void {
-	const {path: store, existingAncestor} = realpathOfFuture(storeRoot);
+	const {path: store} = realpathOfFuture(storeRoot);
 	if (isWithin(store, source)) {
 		throw new InvalidPathError(
 			`store ${store} is inside the source tree ${source}: the run would see (and overlap) its own store; put the store elsewhere with --store DIR`,
@@ -70,12 +64,6 @@ export function checkStorePlacement(storeRoot: string, source: string): void {
 	if (isWithin(source, store)) {
 		throw new InvalidPathError(
 			`source ${source} is inside the store ${store}; run on a directory outside the store`,
-		);
-	}
-
-	if (isOnOverlayfs(existingAncestor)) {
-		throw new UnsupportedEnvironmentError(
-			`store ${store} is on overlayfs (as inside a container), where an overlay upper dir cannot live; put the store on a real filesystem or volume with --store DIR`,
 		);
 	}
 }

@@ -17,11 +17,21 @@ import {holdStoreUse} from '../store/use-lock.js';
 import {findExecutable} from '../system/executables.js';
 import {currentProcessIdentity} from '../system/process-identity.js';
 import {syncFileSystem} from '../system/sync-file-system.js';
-import {type BackendChoice, type BackendName, selectBackend} from './backend.js';
+import {
+	type BackendChoice,
+	type BackendName,
+	chooseBackend,
+	describePassedOver,
+	readHostFacts,
+	readStoreFacts,
+	usesUserNamespace,
+} from './backend.js';
 import {type NamespaceProcess, type StdioTarget, signalNumber, startNamespace} from './namespace.js';
 import {
 	checkMountOptions,
 	exitStatusOf,
+	type FuseTools,
+	fuseToolNames,
 	isUnderOtherTmpfs,
 	type NamespacePlan,
 	type NamespaceTools,
@@ -56,7 +66,7 @@ export type RunOptions = {
 	bases?: string[];
 	/** When the command exits 0, its writes become a layer and this name points at it. */
 	promote?: string;
-	/** `auto` (default), `kernel` (root) or `userns` (user namespace). */
+	/** `auto` (default), `kernel` (root), `userns` (user namespace) or `fuse` (fuse-overlayfs). */
 	backend?: BackendChoice;
 	/** Paths that get a private tmpfs in the run: relative ones inside the view, absolute ones where they are. */
 	tmpfs?: string[];
@@ -89,6 +99,8 @@ export type PersistentView = {
 
 /** Progress of a run. */
 export type RunEvent =
+	/** `auto` passed over the kernel backends (which are faster) and took fuse-overlayfs: why. */
+	| {type: 'fallback'; backend: BackendName; reason: string}
 	| {type: 'started'; runId: string; backend: BackendName; view: string}
 	| {type: 'kept'; runId: string; upper: string}
 	| {type: 'promoted'; runId: string; name: string; layer: string}
@@ -129,15 +141,28 @@ export type RunHandle = {
 	kill(signal: NodeJS.Signals): void;
 };
 
-function resolveTools(): NamespaceTools {
+function resolveTools(backend: BackendName): NamespaceTools {
 	return {
 		setpriv: findExecutable('setpriv'),
 		unshare: findExecutable('unshare'),
 		sh: findExecutable('sh'),
 		mount: findExecutable('mount'),
 		mkdir: findExecutable('mkdir'),
+		...(backend === 'fuse'
+			? {
+					fuse: Object.fromEntries(
+						fuseToolNames.map(([key, program]) => [key, findExecutable(program)]),
+					) as FuseTools,
+				}
+			: {}),
 	};
 }
+
+/** The run dir's file for fuse-overlayfs's messages (and its teardown's xattr listing). */
+const fuseLogName = 'fuse.log';
+
+const uncleanReason =
+	'the fuse-overlayfs view could not be unmounted cleanly (a process of the run would not stop), so its writes cannot be trusted';
 
 /** Start a run. Errors before the command starts reject `result` with a ScratchError; nothing is left behind. */
 export function startRun(options: RunOptions): RunHandle {
@@ -176,9 +201,14 @@ export function startRun(options: RunOptions): RunHandle {
 
 		const bases = options.bases ?? [];
 		const source = resolveSourceTree(options.src ?? process.cwd());
-		const backend = selectBackend(options.backend ?? 'auto');
-		const tools = resolveTools();
 		const storePath = path.resolve(options.store ?? defaultStorePath());
+		const hostFacts = readHostFacts();
+		const {backend, passedOver} = chooseBackend(
+			options.backend ?? 'auto',
+			hostFacts,
+			readStoreFacts(storePath),
+		);
+		const tools = resolveTools(backend);
 		checkStorePlacement(storePath, source);
 		const relative = relativeWorkingDirectory(source, options.cwd ?? process.cwd());
 
@@ -212,10 +242,27 @@ export function startRun(options: RunOptions): RunHandle {
 			return abortedResult(id, store, backend, source, startedAt, pendingSignal);
 		}
 
+		if (backend === 'fuse' && passedOver.length > 0) {
+			options.onEvent?.({type: 'fallback', backend, reason: describePassedOver(passedOver)});
+		}
+
+		const upperOfRun = path.join(persistent?.directory ?? runDirectory, runEntries.upper);
+
 		// While the bases are resolved and the lease naming them is written, gc must not sweep them.
 		const hold = bases.length > 0 || persistent ? await holdStoreUse(store) : undefined;
 		const plan: NamespacePlan = {
 			backend,
+			userNamespace: usesUserNamespace(backend, hostFacts.euid),
+			...(backend === 'fuse'
+				? {
+						fuse: {
+							keepWrites: Boolean(options.keep) || options.promote !== undefined || persistent !== undefined,
+							upper: upperOfRun,
+							layerFormat: store.layerFormat,
+							log: path.join(runDirectory, fuseLogName),
+						},
+					}
+				: {}),
 			source,
 			target,
 			workingDirectory: path.join(target, relative),
@@ -284,8 +331,11 @@ export function startRun(options: RunOptions): RunHandle {
 			*/
 			let exit = await namespace.commandExit;
 			const statusNow = exitStatusOf(exit.code, exit.signal ? signalNumber(exit.signal) : undefined);
-			const promoting = options.promote !== undefined && exit.started && statusNow === 0 && !interruptedBy;
-			const keeping = Boolean(options.keep) && !promoting;
+			// A fuse view that could not be unmounted cleanly may not have all its writes in the upper.
+			const unclean = exit.teardown === 'unclean';
+			const promoting =
+				options.promote !== undefined && exit.started && statusNow === 0 && !interruptedBy && !unclean;
+			const keeping = Boolean(options.keep) && !promoting && !unclean;
 			// A kept upper, or a workspace's, is used again: the overlay must be gone from it first.
 			const waitForUnmount = keeping || persistent !== undefined;
 			if (waitForUnmount) {
@@ -316,7 +366,9 @@ export function startRun(options: RunOptions): RunHandle {
 			if (options.promote !== undefined && !promoting) {
 				notPromoted = interruptedBy
 					? `the run was interrupted by ${interruptedBy}`
-					: `the command exited with status ${exitCode}`;
+					: exitCode === 0 && unclean
+						? uncleanReason
+						: `the command exited with status ${exitCode}`;
 				options.onEvent?.({type: 'not-promoted', runId: id, name: options.promote, reason: notPromoted});
 			}
 
@@ -363,6 +415,11 @@ export function startRun(options: RunOptions): RunHandle {
 				}
 
 				finishDiscard(store, runDirectory, id);
+				if (unclean && (options.keep || persistent)) {
+					throw new ScratchError(
+						`the command finished (status ${exitCode}) but ${uncleanReason}; ${persistent ? 'the workspace keeps what reached its upper dir' : 'its writes were not kept'}`,
+					);
+				}
 			}
 
 			const finishedAt = performance.now();

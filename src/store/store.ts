@@ -4,12 +4,17 @@ import os from 'node:os';
 import path from 'node:path';
 import {describeSystemError, NotFoundError, PermissionError, StoreError} from '../errors.js';
 import {writeFileAtomic} from '../system/atomic-file.js';
+import {defaultLayerFormat, type LayerFormat, layerFormats} from './layer-format.js';
 
-/** The record at the top of every store; a store with another record is refused, never mixed. */
+/**
+The record at the top of every store; a store with another record is refused, never mixed. The layer
+format is one of `layerFormats` (see layer-format.ts): the kernel's upper format as mounted with
+userxattr, index=off and no metacopy or redirect_dir (for root and rootless alike), except on overlayfs,
+which cannot hold whiteout devices.
+*/
 export const storeFormat = {
 	scratchStore: 1,
-	// One upper format for root and rootless: userxattr, index=off, no metacopy or redirect_dir.
-	layerFormat: 'overlay-userxattr-1',
+	layerFormat: defaultLayerFormat,
 } as const;
 
 const formatFileName = 'scratch-store.json';
@@ -20,6 +25,8 @@ const overlayfsMagic = 0x79_4c_76_30;
 export type Store = {
 	/** Absolute path of the store directory. */
 	readonly root: string;
+	/** How its layers record whiteouts and opaque directories (layer-format.ts). */
+	readonly layerFormat: LayerFormat;
 	/** Runs in progress (and runs whose scratch died), each `runs/ID` with a lease. */
 	readonly runsDir: string;
 	/** Runs kept with `--keep`, each `kept/ID`. */
@@ -51,10 +58,11 @@ export function defaultStorePath(environment: NodeJS.ProcessEnv = process.env): 
 	return path.resolve(dataHome, 'scratch');
 }
 
-/** The paths of a store at `root` (nothing is created). */
-export function storeLayout(root: string): Store {
+/** The paths of a store at `root` (nothing is created or read). */
+export function storeLayout(root: string, layerFormat: LayerFormat = defaultLayerFormat): Store {
 	return {
 		root,
+		layerFormat,
 		runsDir: path.join(root, 'runs'),
 		keptDir: path.join(root, 'kept'),
 		trashDir: path.join(root, 'trash'),
@@ -82,13 +90,17 @@ export function isOnOverlayfs(directory: string): boolean {
 	return statfsSync(directory).type === overlayfsMagic;
 }
 
+/** The layer format a new store at `root` (an existing directory) gets: whiteout files on overlayfs. */
+export function layerFormatFor(root: string): LayerFormat {
+	return isOnOverlayfs(root) ? 'whiteout-files-1' : defaultLayerFormat;
+}
+
 /**
 Open a store, creating it when the directory is missing or empty. Synchronous on purpose: it is a
 handful of syscalls on the start-up path of every run.
 */
 export async function openStore(storePath?: string): Promise<Store> {
 	const root = path.resolve(storePath ?? defaultStorePath());
-	const store = storeLayout(root);
 	let recordText: string | undefined;
 	try {
 		recordText = readFileSync(path.join(root, formatFileName), 'utf8');
@@ -106,15 +118,14 @@ export async function openStore(storePath?: string): Promise<Store> {
 	}
 
 	if (recordText === undefined) {
-		await initializeStore(store);
-	} else {
-		checkFormatRecord(root, recordText);
+		return initializeStore(root);
 	}
 
-	return store;
+	return storeLayout(root, checkFormatRecord(root, recordText));
 }
 
-function checkFormatRecord(root: string, recordText: string): void {
+/** The store's layer format, from its record; refuses a record of another scratch or a damaged one. */
+function checkFormatRecord(root: string, recordText: string): LayerFormat {
 	const damaged = (cause?: unknown) =>
 		new StoreError(
 			`store ${root} has a damaged ${formatFileName}; move the directory aside and let scratch create a new store`,
@@ -131,15 +142,19 @@ function checkFormatRecord(root: string, recordText: string): void {
 		throw damaged();
 	}
 
-	if (record.scratchStore !== storeFormat.scratchStore || record.layerFormat !== storeFormat.layerFormat) {
+	if (
+		record.scratchStore !== storeFormat.scratchStore ||
+		!layerFormats.includes(record.layerFormat as LayerFormat)
+	) {
 		throw new StoreError(
-			`store ${root} has format ${String(record.scratchStore)}/${String(record.layerFormat)}, this scratch uses ${storeFormat.scratchStore}/${storeFormat.layerFormat}; use another --store`,
+			`store ${root} has format ${String(record.scratchStore)}/${String(record.layerFormat)}, this scratch uses ${layerFormats.map((format) => `${storeFormat.scratchStore}/${format}`).join(' or ')}; use another --store`,
 		);
 	}
+
+	return record.layerFormat as LayerFormat;
 }
 
-async function initializeStore(store: Store): Promise<void> {
-	const {root} = store;
+async function initializeStore(root: string): Promise<Store> {
 	try {
 		mkdirSync(root, {recursive: true, mode: 0o700});
 	} catch (error) {
@@ -160,8 +175,7 @@ async function initializeStore(store: Store): Promise<void> {
 	const existing = readdirSync(root).filter((name) => !name.startsWith(`.${formatFileName}.`));
 	// Another scratch may have finished creating the same store since we looked for its record.
 	if (existing.includes(formatFileName)) {
-		checkFormatRecord(root, readFileSync(path.join(root, formatFileName), 'utf8'));
-		return;
+		return storeLayout(root, checkFormatRecord(root, readFileSync(path.join(root, formatFileName), 'utf8')));
 	}
 
 	if (existing.some((name) => !storeDirectoryNames.includes(name))) {
@@ -170,6 +184,7 @@ async function initializeStore(store: Store): Promise<void> {
 		);
 	}
 
+	const store = storeLayout(root, layerFormatFor(root));
 	try {
 		await access(root, constants.W_OK | constants.X_OK);
 		for (const directory of storeDirectories(store)) {
@@ -179,7 +194,7 @@ async function initializeStore(store: Store): Promise<void> {
 		// The record goes last: a store with a record is complete.
 		await writeFileAtomic(
 			path.join(root, formatFileName),
-			`${JSON.stringify(storeFormat, undefined, '\t')}\n`,
+			`${JSON.stringify({...storeFormat, layerFormat: store.layerFormat}, undefined, '\t')}\n`,
 			{
 				mode: 0o600,
 			},
@@ -190,6 +205,8 @@ async function initializeStore(store: Store): Promise<void> {
 			{cause: error},
 		);
 	}
+
+	return store;
 }
 
 /** Open a store that must exist already (every command but `run`, which creates it): never creates one. */

@@ -17,6 +17,13 @@ const packages: Record<string, string> = {
 	du: 'coreutils',
 	getfattr: 'attr',
 	setfattr: 'attr',
+	'fuse-overlayfs': 'fuse-overlayfs',
+	umount: 'mount',
+	find: 'findutils',
+	xargs: 'findutils',
+	awk: 'mawk',
+	mknod: 'coreutils',
+	sleep: 'coreutils',
 };
 
 const found = new Map<string, string>();
@@ -26,6 +33,18 @@ Absolute path of a program scratch runs, looked up once. The system directories 
 PATH set for the user's command cannot replace the tools scratch builds its namespace with.
 */
 export function findExecutable(name: string): string {
+	const executable = findExecutableOrUndefined(name);
+	if (executable) {
+		return executable;
+	}
+
+	throw new UnsupportedEnvironmentError(
+		`scratch needs the program '${name}' and cannot find it; install the ${packages[name] ?? name} package`,
+	);
+}
+
+/** Absolute path of a program, looked up as `findExecutable` does, or undefined when it is not installed. */
+export function findExecutableOrUndefined(name: string): string | undefined {
 	const cached = found.get(name);
 	if (cached) {
 		return cached;
@@ -45,7 +64,5 @@ export function findExecutable(name: string): string {
 		} catch {}
 	}
 
-	throw new UnsupportedEnvironmentError(
-		`scratch needs the program '${name}' and cannot find it; install the ${packages[name] ?? name} package`,
-	);
+	return undefined;
 }
