@@ -98,15 +98,35 @@ export function writeTree(root: string, files: Record<string, string>): void {
 	}
 }
 
-/** Run the built CLI as the sandbox's user; never rejects, the test checks status and output. */
-export function scratch(
-	sandbox: Pick<Sandbox, 'user'>,
-	args: string[],
-	options: Options & {cwd?: string} = {},
-): ResultPromise<Options & {reject: false}> {
-	const cli = cliFor(sandbox.user);
-	const [file, fileArguments] =
-		sandbox.user === 'root'
+/**
+What a private mount namespace (made as root) holds for one scratch process, so that a test can give it a
+host it would otherwise need to change: an overlayfs under the store (as inside a container), and a
+/dev/fuse any user may open (Debian's usual mode 0666; this machine's is 0600). Nothing reaches the host:
+the namespace and its mounts die with the process.
+*/
+export type NamespaceSetup = {
+	/** Bind a mode-0666 FUSE device over /dev/fuse. */
+	fuseDevice?: boolean;
+	/** Mount an overlay (lower, upper, work: absolute dirs) on `target` first. */
+	overlayfs?: {lower: string; upper: string; work: string; target: string};
+};
+
+const namespaceSetupScript = `set -e
+if [ -n "$1" ]; then mount -t overlay -o "lowerdir=$1,upperdir=$2,workdir=$3" scratch-test-overlay "$4"; fi
+if [ "$5" = 1 ]; then
+	device=$(mktemp -d)
+	mknod -m 666 "$device/fuse" c 10 229
+	mount --bind "$device/fuse" /dev/fuse
+	rm -rf "$device"
+fi
+shift 5
+exec "$@"`;
+
+/** The command line that runs the built CLI as a user (root, or uid 65534 through setpriv). */
+export function cliCommand(user: User, args: string[], setup?: NamespaceSetup): [string, string[]] {
+	const cli = cliFor(user);
+	const [file, fileArguments]: [string, string[]] =
+		user === 'root'
 			? [process.execPath, [cli, ...args]]
 			: [
 					'setpriv',
@@ -121,10 +141,44 @@ export function scratch(
 						...args,
 					],
 				];
+	if (!setup) {
+		return [file, fileArguments];
+	}
+
+	const {overlayfs} = setup;
+	return [
+		'unshare',
+		[
+			'--mount',
+			'--propagation',
+			'private',
+			'sh',
+			'-c',
+			namespaceSetupScript,
+			'sh',
+			overlayfs?.lower ?? '',
+			overlayfs?.upper ?? '',
+			overlayfs?.work ?? '',
+			overlayfs?.target ?? '',
+			setup.fuseDevice ? '1' : '0',
+			file,
+			...fileArguments,
+		],
+	];
+}
+
+/** Run the built CLI as the sandbox's user; never rejects, the test checks status and output. */
+export function scratch(
+	sandbox: Pick<Sandbox, 'user'>,
+	args: string[],
+	options: Options & {cwd?: string; setup?: NamespaceSetup} = {},
+): ResultPromise<Options & {reject: false}> {
+	const {setup, ...execaOptions} = options;
+	const [file, fileArguments] = cliCommand(sandbox.user, args, setup);
 	return execa(file, fileArguments, {
 		reject: false,
 		...(options.input === undefined ? {stdin: 'ignore' as const} : {}),
-		...options,
+		...execaOptions,
 		// The unprivileged user gets a PATH it can search: a PATH entry it may not enter turns
 		// "not found" (127) into "permission denied" (126), as in any shell.
 		env: {
@@ -140,7 +194,7 @@ export function scratch(
 export function scratchRun(
 	sandbox: Sandbox,
 	args: string[],
-	options: Options & {cwd?: string} = {},
+	options: Options & {cwd?: string; setup?: NamespaceSetup} = {},
 ): ResultPromise<Options & {reject: false}> {
 	return scratch(sandbox, ['run', '--store', sandbox.store, '--src', sandbox.src, ...args], options);
 }
