@@ -1,6 +1,11 @@
+import {spawnSync} from 'node:child_process';
+import {chmodSync, mkdirSync, writeFileSync} from 'node:fs';
+import path from 'node:path';
 import test from 'ava';
+import {dir} from 'tmp-promise';
 import {
 	InvalidPathError,
+	LimitError,
 	MountError,
 	NotFoundError,
 	PermissionError,
@@ -9,7 +14,8 @@ import {
 } from '../src/errors.js';
 import type {BackendName} from '../src/run/backend.js';
 import {setupFailureMarker} from '../src/run/namespace-plan.js';
-import {parseSetupOutput, translateSetupFailure} from '../src/run/setup-errors.js';
+import {kernelMessagesAbout, parseSetupOutput, translateSetupFailure} from '../src/run/setup-errors.js';
+import {readKernelErrors, uptimeSeconds} from '../src/system/kernel-messages.js';
 
 const store = '/var/lib/scratch';
 const merged = '/var/lib/scratch/runs/r1/merged';
@@ -355,3 +361,229 @@ for (const {title, output, expected} of parseCases) {
 		t.deepEqual(parseSetupOutput(output), expected);
 	});
 }
+
+/*
+Real failures: each cause is produced with a real mount(8) or fuse-overlayfs in a private mount
+namespace (as root, or as nobody in a user namespace), and what mount printed plus the kernel's log
+(readable as root) goes through the translation scratch uses.
+*/
+type RealCause = {
+	title: string;
+	/** Runs in a temp dir holding l/ (a file f), u/, w/, m/ and o/{l,u,w,m}/, all owned by the user. */
+	script: string;
+	user: 'root' | 'nobody';
+	backend: BackendName;
+	errorClass: new (message: string) => ScratchError;
+	hint: RegExp;
+};
+
+const realCauses: RealCause[] = [
+	{
+		title: 'an upper dir on overlayfs (a store inside a container)',
+		script:
+			'mount -t overlay -o lowerdir=o/l,upperdir=o/u,workdir=o/w x o/m && mkdir o/m/u o/m/w && mount -t overlay -o lowerdir=l,upperdir=o/m/u,workdir=o/m/w,userxattr scratch m',
+		user: 'root',
+		backend: 'kernel',
+		errorClass: MountError,
+		hint: /^the kernel cannot put the run's upper dir on the store's file system \(kernel: overlay: filesystem on o\/m\/u not supported as upperdir\): .*or use --backend fuse \(fuse-overlayfs\)$/,
+	},
+	{
+		title: 'upper and work dirs on different mounts',
+		script: 'mount -t tmpfs t w && mount -t overlay -o lowerdir=l,upperdir=u,workdir=w,userxattr scratch m',
+		user: 'root',
+		backend: 'kernel',
+		errorClass: MountError,
+		hint: /^the run's upper and work dirs are on different mounts \(kernel: overlayfs: workdir and upperdir must reside under the same mount\): something is mounted inside the store/,
+	},
+	{
+		title: 'more lower dirs than the kernel takes',
+		script:
+			'mkdir many && cd many && for i in $(seq 1 501); do mkdir $i; done && mount -t overlay -o lowerdir=$(seq -s: 1 501),upperdir=../u,workdir=../w,userxattr scratch ../m',
+		user: 'root',
+		backend: 'kernel',
+		errorClass: LimitError,
+		hint: /^the stack has more layers than the kernel takes \(kernel: overlayfs: too many lower directories, limit is 500\); flatten it with scratch squash/,
+	},
+	{
+		title: 'mount options longer than mount(2) takes, cut by the kernel',
+		script: `mount -t overlay -o lowerdir=l${':l'.repeat(2100)},upperdir=u,workdir=w scratch m`,
+		user: 'root',
+		backend: 'kernel',
+		errorClass: LimitError,
+		hint: /^the overlay's mount options were cut short \(kernel: overlayfs: unescaped trailing colons in lowerdir mount option\.\): .*4095 bytes/,
+	},
+	{
+		title: 'a missing layer dir',
+		script: 'mount -t overlay -o lowerdir=abcdef:l,upperdir=u,workdir=w,userxattr scratch m',
+		user: 'root',
+		backend: 'kernel',
+		errorClass: NotFoundError,
+		hint: /^layer abcdef of the stack is missing from the store \(kernel: overlayfs: failed to resolve 'abcdef': -2\)/,
+	},
+	{
+		title: 'a missing layer dir in a user namespace, where only mount speaks',
+		script: 'mount -t overlay -o lowerdir=abcdef:l,upperdir=u,workdir=w,userxattr scratch m',
+		user: 'nobody',
+		backend: 'userns',
+		errorClass: NotFoundError,
+		hint: /^a lower layer is missing from the store \(mount: .*special device scratch does not exist\.\)/,
+	},
+	{
+		title: 'an option this kernel does not know',
+		script: 'mount -t overlay -o lowerdir=l,upperdir=u,workdir=w,frobnicate scratch m',
+		user: 'root',
+		backend: 'kernel',
+		errorClass: UnsupportedEnvironmentError,
+		hint: /^this kernel's overlayfs does not know the mount option frobnicate \(kernel: overlay: Unknown parameter 'frobnicate'\)/,
+	},
+	{
+		title: 'overlays nested deeper than the kernel stacks',
+		script:
+			'mkdir -p n/u n/w n/m && mount -t overlay -o lowerdir=l,upperdir=u,workdir=w x m && mount -t overlay -o lowerdir=m,upperdir=o/u,workdir=o/w x o/m && mount -t overlay -o lowerdir=o/m,upperdir=n/u,workdir=n/w scratch n/m',
+		user: 'root',
+		backend: 'kernel',
+		errorClass: LimitError,
+		hint: /^overlays nest too deep \(kernel: overlayfs: maximum fs stacking depth exceeded\)/,
+	},
+	{
+		title: 'a source tree the user cannot read',
+		script: 'mount -t overlay -o lowerdir=root-only/l,upperdir=u,workdir=w,userxattr scratch m',
+		user: 'nobody',
+		backend: 'userns',
+		errorClass: PermissionError,
+		hint: /^the overlay mount was refused \(mount: .*\): the source tree or a layer may not be readable by you/,
+	},
+	{
+		title: 'a mount without the privilege to mount',
+		script: 'mount -t overlay -o lowerdir=l,upperdir=u,workdir=w,userxattr scratch m',
+		user: 'nobody',
+		backend: 'kernel',
+		errorClass: PermissionError,
+		hint: /^the overlay mount was refused \(mount: .*must be superuser to use mount\.\): a container or security module/,
+	},
+	{
+		title: 'fuse-overlayfs without access to /dev/fuse',
+		script: 'fuse-overlayfs -o lowerdir=l,upperdir=u,workdir=w m',
+		user: 'nobody',
+		backend: 'fuse',
+		errorClass: PermissionError,
+		hint: /^fuse-overlayfs cannot open \/dev\/fuse \(fuse: failed to open \/dev\/fuse: Permission denied.*\); make it usable with chmod 0666/,
+	},
+	{
+		title: 'fuse-overlayfs with a missing layer dir',
+		script: 'fuse-overlayfs -o lowerdir=abcdef:l,upperdir=u,workdir=w m',
+		user: 'root',
+		backend: 'fuse',
+		errorClass: NotFoundError,
+		hint: /^layer abcdef of the stack is missing from the store \(cannot resolve path abcdef .*\): the store was changed by hand/,
+	},
+];
+
+// Serial: the kernel's log is shared, and another test's failing mount must not be read as this one's.
+for (const cause of realCauses) {
+	test.serial(
+		`a real mount failure, ${cause.title}, is translated into one line naming its cause (${cause.user})`,
+		async (t) => {
+			const directory = await dir({unsafeCleanup: true});
+			t.teardown(directory.cleanup);
+			for (const sub of ['l', 'u', 'w', 'm', 'o/l', 'o/u', 'o/w', 'o/m']) {
+				mkdirSync(path.join(directory.path, sub), {recursive: true});
+			}
+
+			writeFileSync(path.join(directory.path, 'l', 'f'), 'f\n');
+			if (cause.user === 'nobody') {
+				spawnSync('chown', ['-R', '65534:65534', directory.path]);
+			}
+
+			// Root's own, closed to others (made after the chown).
+			mkdirSync(path.join(directory.path, 'root-only', 'l'), {recursive: true, mode: 0o700});
+			chmodSync(path.join(directory.path, 'root-only'), 0o700);
+
+			const since = uptimeSeconds() ?? 0;
+			const inNamespace =
+				cause.user === 'root'
+					? ['unshare', '--mount', '--propagation', 'private', 'sh', '-c', cause.script]
+					: [
+							'setpriv',
+							'--reuid',
+							'65534',
+							'--regid',
+							'65534',
+							'--clear-groups',
+							'unshare',
+							...(cause.backend === 'kernel' ? [] : ['--user', '--map-root-user']),
+							...(cause.backend === 'kernel' ? [] : ['--mount']),
+							'sh',
+							'-c',
+							cause.script,
+						];
+			const result = spawnSync(inNamespace[0] as string, inNamespace.slice(1), {
+				cwd: directory.path,
+				encoding: 'utf8',
+			});
+			t.not(result.status, 0, `the mount failed: ${result.stdout}${result.stderr}`);
+			const output = `${result.stdout}${result.stderr}${marker('overlay', path.join(directory.path, 'm'))}`;
+			const kernelMessages =
+				cause.user === 'root' ? readKernelErrors(since, /^(overlay|overlayfs|fuse)\b/) : [];
+			const error = translateSetupFailure(output, cause.backend, '/srv/store', kernelMessages);
+			t.true(error instanceof cause.errorClass, `${error.name}: ${error.message}`);
+			t.regex(error.message, cause.hint);
+			t.false(error.message.includes('\n'));
+			t.false(error.message.includes('dmesg(1)'));
+		},
+	);
+}
+
+test('readKernelErrors reads nothing it cannot: as nobody the log is closed (dmesg_restrict), and the list is empty', (t) => {
+	const result = spawnSync(
+		'setpriv',
+		[
+			'--reuid',
+			'65534',
+			'--regid',
+			'65534',
+			'--clear-groups',
+			process.execPath,
+			'--import=tsx',
+			'-e',
+			"import('./src/system/kernel-messages.ts').then((m) => console.log(JSON.stringify(m.readKernelErrors(0, /./))))",
+		],
+		{encoding: 'utf8', cwd: path.resolve('.')},
+	);
+	t.is(result.stdout.trim(), '[]', result.stderr);
+});
+
+test("kernelMessagesAbout keeps messages naming this mount's paths or options, and those naming none", (t) => {
+	const options =
+		'lowerdir=aaaaaa:/proc/self/fd/5,upperdir=../runs/r1/upper,workdir=../runs/r1/work,userxattr';
+	t.deepEqual(
+		kernelMessagesAbout(
+			[
+				'overlay: filesystem on ../runs/r1/upper not supported as upperdir',
+				'overlay: filesystem on ../runs/r2/upper not supported as upperdir',
+				"overlayfs: failed to resolve 'aaaaaa': -2",
+				"overlayfs: failed to resolve 'bbbbbb': -2",
+				"overlay: Unknown parameter 'userxattr'",
+				"overlay: Unknown parameter 'redirect_dir'",
+				'overlayfs: maximum fs stacking depth exceeded',
+			],
+			options,
+		),
+		[
+			'overlay: filesystem on ../runs/r1/upper not supported as upperdir',
+			"overlayfs: failed to resolve 'aaaaaa': -2",
+			"overlay: Unknown parameter 'userxattr'",
+			'overlayfs: maximum fs stacking depth exceeded',
+		],
+	);
+});
+
+test('translateSetupFailure reads the newest kernel message first, the likeliest to be about this mount', (t) => {
+	const error = translateSetupFailure(
+		`mount: /m: ${wrongFsType}\n${marker('overlay', '/m')}`,
+		'kernel',
+		store,
+		['overlayfs: too many lower directories, limit is 500', 'overlayfs: maximum fs stacking depth exceeded'],
+	);
+	t.regex(error.message, /^overlays nest too deep/);
+});

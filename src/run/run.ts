@@ -15,6 +15,7 @@ import {defaultStorePath, openStore, type Store, storeLayout} from '../store/sto
 import {moveToTrash, startBackgroundDeleter} from '../store/trash.js';
 import {holdStoreUse} from '../store/use-lock.js';
 import {findExecutable} from '../system/executables.js';
+import {readKernelErrors, uptimeSeconds} from '../system/kernel-messages.js';
 import {currentProcessIdentity} from '../system/process-identity.js';
 import {syncFileSystem} from '../system/sync-file-system.js';
 import {
@@ -35,6 +36,7 @@ import {
 	isUnderOtherTmpfs,
 	type NamespacePlan,
 	type NamespaceTools,
+	overlayOptionsOf,
 	resolveTmpfsPath,
 } from './namespace-plan.js';
 import {
@@ -45,7 +47,7 @@ import {
 	relativeWorkingDirectory,
 	resolveSourceTree,
 } from './preflight.js';
-import {translateSetupFailure} from './setup-errors.js';
+import {kernelMessagesAbout, translateSetupFailure} from './setup-errors.js';
 import {measureUpper, type WriteStats} from './upper-stats.js';
 
 /** Options of one run. */
@@ -185,6 +187,8 @@ export function startRun(options: RunOptions): RunHandle {
 
 	async function execute(): Promise<RunResult> {
 		const startedAt = performance.now();
+		// The kernel's log is read only when a mount fails, from a second before the run began.
+		const bootSecondsAtStart = uptimeSeconds();
 		checkCommand(options.command);
 		if (options.promote !== undefined) {
 			checkName(options.promote, '--promote');
@@ -354,7 +358,17 @@ export function startRun(options: RunOptions): RunHandle {
 					return abortedResult(id, store, backend, source, startedAt, interruptedBy);
 				}
 
-				throw translateSetupFailure(exit.setupOutput, backend, store.root);
+				throw translateSetupFailure(
+					exit.setupOutput,
+					backend,
+					store.root,
+					bootSecondsAtStart === undefined
+						? []
+						: kernelMessagesAbout(
+								readKernelErrors(bootSecondsAtStart - 0.1, /^(overlay|overlayfs|fuse)\b/),
+								overlayOptionsOf(plan),
+							),
+				);
 			}
 
 			const exitCode = exitStatusOf(exit.code, exit.signal ? signalNumber(exit.signal) : undefined);
