@@ -126,5 +126,9 @@ export function renderGcReport(report: GcReport): string {
 		report.repairedRuns.length > 0
 			? `; put back ${plural(report.repairedRuns.length, 'kept run')} whose promotion was interrupted`
 			: '';
-	return `scratch gc: ${verb} ${parts.join(', ')}: ${report.entriesFreed} files and directories, ${formatBytes(report.bytesFreed)}; kept ${plural(report.reachableLayers, 'reachable layer')}${repaired}\n`;
+	const finished =
+		report.keptRuns.length > 0
+			? `; ${report.dryRun ? 'would finish keeping' : 'finished keeping'} ${plural(report.keptRuns.length, 'run')} whose scratch died while keeping ${report.keptRuns.length === 1 ? 'it' : 'them'}`
+			: '';
+	return `scratch gc: ${verb} ${parts.join(', ')}: ${report.entriesFreed} files and directories, ${formatBytes(report.bytesFreed)}; kept ${plural(report.reachableLayers, 'reachable layer')}${repaired}${finished}\n`;
 }

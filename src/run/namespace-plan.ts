@@ -159,6 +159,9 @@ export function buildFuseOptions({
 		`lowerdir=${lowers.join(':')}`,
 		`upperdir=${writable?.upper ?? `${runPath}upper`}`,
 		`workdir=${writable?.work ?? `${runPath}work`}`,
+		// Writes reach the upper before write(2) returns, so a full disk is the writer's ENOSPC (with
+		// the kernel's writeback cache the error would be lost and a writer could loop forever).
+		'writeback=0',
 	];
 	if (volatile) {
 		options.push('volatile');
@@ -276,26 +279,43 @@ stop_others() {
 	done
 }
 # fuse-overlayfs marks an opaque directory with an xattr of its own plus a .wh..wh..opq file (and a
-# .wh..opq whiteout), and records copied-up files' origins in xattrs; the store's format has neither.
+# .wh..opq whiteout), every new directory included, and records copied-up files' origins in xattrs. The
+# store's format keeps a directory opaque only when something lies below it (as the kernel does: a new
+# directory hides nothing), as user.overlay.opaque (overlay-userxattr-1) or the marker file
+# (whiteout-files-1), and whiteouts as 0/0 devices or .wh.NAME files.
 normalize() {
-	if [ "$format" = overlay-userxattr-1 ]; then
-		"$find" "$upper" -depth -name '.wh.*' ! -type d -exec "$shell" -c '
-			setfattr=$1 rm=$2 mknod=$3
-			shift 3
-			for entry; do
-				directory=\${entry%/*} name=\${entry##*/}
-				case $name in
-				.wh..wh..opq) "$setfattr" -h -n user.overlay.opaque -v y -- "$directory" && "$rm" -f -- "$entry" || exit 1 ;;
-				.wh..opq) [ ! -c "$entry" ] || "$rm" -f -- "$entry" || exit 1 ;;
-				*) if [ -f "$entry" ] && [ ! -s "$entry" ]; then
-					"$rm" -f -- "$entry" && "$mknod" -m 000 -- "$directory/\${name#.wh.}" c 0 0 || exit 1
+	lowers=\${options#lowerdir=}
+	lowers=\${lowers%%,*}
+	SCRATCH_FORMAT=$format SCRATCH_UPPER=$upper SCRATCH_SOURCE=/proc/$$/fd/5 SCRATCH_LAYERS=$mount_dir SCRATCH_IDS=\${lowers%/proc/self/fd/5} \
+	"$find" "$upper" -depth -name '.wh.*' ! -type d -exec "$shell" -c '
+		setfattr=$1 rm=$2 mknod=$3
+		shift 3
+		below() {
+			[ -e "$SCRATCH_SOURCE/$1" ] && return 0
+			IFS=:
+			for id in $SCRATCH_IDS; do
+				[ -e "$SCRATCH_LAYERS/$id/$1" ] && { unset IFS; return 0; }
+			done
+			unset IFS
+			return 1
+		}
+		for entry; do
+			directory=\${entry%/*} name=\${entry##*/}
+			case $name in
+			.wh..wh..opq)
+				[ -f "$entry" ] || continue
+				if ! below "\${directory#"$SCRATCH_UPPER"}"; then
+					"$rm" -f -- "$entry" || exit 1
+				elif [ "$SCRATCH_FORMAT" = overlay-userxattr-1 ]; then
+					"$setfattr" -h -n user.overlay.opaque -v y -- "$directory" && "$rm" -f -- "$entry" || exit 1
 				fi ;;
-				esac
-			done' normalize "$setfattr" "$rm" "$mknod" {} + || return 1
-	else
-		"$find" "$upper" -name .wh..opq -type c -exec "$rm" -f -- {} + || return 1
-	fi
-	"$getfattr" -R -P --absolute-names -m '^(trusted\\.overlay\\.|user\\.fuseoverlayfs\\.)' -- "$upper" >"$log.xattrs" 2>/dev/null
+			.wh..opq) [ ! -c "$entry" ] || "$rm" -f -- "$entry" || exit 1 ;;
+			*) if [ "$SCRATCH_FORMAT" = overlay-userxattr-1 ] && [ -f "$entry" ] && [ ! -s "$entry" ]; then
+				"$rm" -f -- "$entry" && "$mknod" -m 000 -- "$directory/\${name#.wh.}" c 0 0 || exit 1
+			fi ;;
+			esac
+		done' normalize "$setfattr" "$rm" "$mknod" {} + || return 1
+	"$getfattr" -R -P -h --absolute-names -m '^(trusted\\.overlay\\.|user\\.fuseoverlayfs\\.)' -- "$upper" >"$log.xattrs" 2>/dev/null
 	for attribute in trusted.overlay.opaque trusted.overlay.origin user.fuseoverlayfs.opaque user.fuseoverlayfs.origin; do
 		"$awk" -v want="$attribute" '/^# file: /{file = substr($0, 9); next} $0 == want && index(file, "\\\\") == 0 {print file}' "$log.xattrs" |
 			"$xargs" -r -d '\\n' "$setfattr" -h -x "$attribute" -- || return 1
@@ -329,7 +349,6 @@ if [ "$mounter" = fuse ]; then
 else
 	"$mount" -t overlay -o "$options" scratch "$target" || fail overlay "$target"
 fi
-exec 5<&-
 count=$1
 shift
 while [ "$count" -gt 0 ]; do touch_glob "$1"; shift; count=$((count - 1)); done
@@ -340,7 +359,8 @@ shift
 cd -- "$cwd" || fail cwd "$cwd"
 printf '\\036scratch-ready\\n' >&2
 exec 4>&2 2>&3 3>&-
-( exec "$@" ) 4>&- 6<&-
+# pid 1 keeps the source open (fd 5) for the teardown, whatever the run covered it with; the command does not.
+( exec "$@" ) 4>&- 5<&- 6<&-
 status=$?
 teardown=clean
 if [ "$mounter" = fuse ] && [ "$keep" = 1 ]; then

@@ -1,5 +1,6 @@
+import {existsSync} from 'node:fs';
 import path from 'node:path';
-import {describeSystemError, PermissionError, ScratchError, UsageError} from '../errors.js';
+import {describeSystemError, PermissionError, ScratchError, StoreError, UsageError} from '../errors.js';
 import {checkName} from '../store/names.js';
 import {layerRecordOfRun, promoteTree} from '../store/promote.js';
 import {resolveBases} from '../store/resolve.js';
@@ -11,9 +12,10 @@ import {
 	reclaimAbandoned,
 	runEntries,
 } from '../store/runs.js';
-import {defaultStorePath, openStore, type Store, storeLayout} from '../store/store.js';
+import {defaultStorePath, openStore, type Store, storeLayout, storeRecordName} from '../store/store.js';
 import {moveToTrash, startBackgroundDeleter} from '../store/trash.js';
 import {holdStoreUse} from '../store/use-lock.js';
+import {crashPoint} from '../system/crash-point.js';
 import {findExecutable} from '../system/executables.js';
 import {readKernelErrors, uptimeSeconds} from '../system/kernel-messages.js';
 import {currentProcessIdentity} from '../system/process-identity.js';
@@ -260,7 +262,12 @@ export function startRun(options: RunOptions): RunHandle {
 			...(backend === 'fuse'
 				? {
 						fuse: {
-							keepWrites: Boolean(options.keep) || options.promote !== undefined || persistent !== undefined,
+							// Counting the writes (--json-file) needs them in the store's format too.
+							keepWrites:
+								Boolean(options.keep) ||
+								options.promote !== undefined ||
+								persistent !== undefined ||
+								Boolean(options.measure),
 							upper: upperOfRun,
 							layerFormat: store.layerFormat,
 							log: path.join(runDirectory, fuseLogName),
@@ -295,11 +302,10 @@ export function startRun(options: RunOptions): RunHandle {
 			try {
 				createRunDirectory(store, record);
 			} catch (error) {
-				throw new PermissionError(
-					`cannot create the run's directories in store ${store.root}: ${describeSystemError(error)}; use a store you own with --store DIR`,
-					{cause: error},
-				);
+				throw runDirectoryError(store, error);
 			}
+
+			crashPoint('run-prepared');
 		} finally {
 			hold?.release();
 		}
@@ -372,6 +378,19 @@ export function startRun(options: RunOptions): RunHandle {
 			}
 
 			const exitCode = exitStatusOf(exit.code, exit.signal ? signalNumber(exit.signal) : undefined);
+			crashPoint('run-exited');
+			if (storeGone(store) && (options.promote !== undefined || options.keep || persistent)) {
+				const lost =
+					options.promote !== undefined && exitCode === 0 && !interruptedBy
+						? `its writes could not be promoted to ${options.promote}`
+						: persistent
+							? 'the workspace is gone with it'
+							: `run ${id} could not be kept`;
+				throw new StoreError(
+					`the command ${exitCode === 0 ? 'succeeded' : `finished (status ${exitCode})`} but the store ${store.root} was removed while it ran, so ${lost}; nothing was kept`,
+				);
+			}
+
 			const upper = path.join(persistent?.directory ?? runDirectory, runEntries.upper);
 			const written = options.measure ? await measureUpper(upper) : undefined;
 			let keptUpper: string | undefined;
@@ -396,10 +415,17 @@ export function startRun(options: RunOptions): RunHandle {
 					});
 					promoted = {name, layer: promotion.layer.id};
 				} catch (error) {
-					throw new ScratchError(
-						`the command succeeded but promoting its writes to ${name} failed: ${describeSystemError(error)}; ${name} is unchanged`,
-						{cause: error},
-					);
+					// Whatever is left of the writes goes: a full disk needs the space back.
+					discardQuietly(store, runDirectory, id);
+					throw storeGone(store)
+						? new StoreError(
+								`the command succeeded but the store ${store.root} was removed while it ran, so its writes could not be promoted to ${name}; nothing was kept`,
+								{cause: error},
+							)
+						: new ScratchError(
+								`the command succeeded but promoting its writes to ${name} failed: ${describeSystemError(error)}${isNoSpace(error) ? ` (the store's file system is full)` : ''}; ${name} is unchanged and the writes were discarded; free space (scratch gc) and run again`,
+								{cause: error},
+							);
 				}
 
 				options.onEvent?.({type: 'promoted', runId: id, name, layer: promoted.layer});
@@ -414,8 +440,15 @@ export function startRun(options: RunOptions): RunHandle {
 					});
 					keptUpper = path.join(keptDirectory, runEntries.upper);
 				} catch (error) {
+					if (storeGone(store)) {
+						throw new StoreError(
+							`the command finished (status ${exitCode}) but the store ${store.root} was removed while it ran, so run ${id} could not be kept`,
+							{cause: error},
+						);
+					}
+
 					throw new ScratchError(
-						`the command finished (status ${exitCode}) but keeping run ${id} failed: ${describeSystemError(error)}; its writes are still in ${runDirectory}`,
+						`the command finished (status ${exitCode}) but keeping run ${id} failed: ${describeSystemError(error)}${isNoSpace(error) ? ` (the store's file system is full)` : ''}; its writes are still in ${runDirectory} (scratch gc removes them)`,
 						{cause: error},
 					);
 				}
@@ -475,8 +508,54 @@ caller never waits for the size of what was written. Leftovers of runs whose scr
 along.
 */
 function finishDiscard(store: Store, runDirectory: string, id: string): void {
+	if (storeGone(store)) {
+		// Removed while the command ran (its mount kept the upper alive): nothing is left to discard.
+		return;
+	}
+
 	moveToTrash(store, runDirectory, `run-${id}`);
+	crashPoint('run-discarded');
 	reclaimAbandoned(store);
+}
+
+// After a failure: discard what can be, and let gc take the rest once this process is gone.
+function discardQuietly(store: Store, runDirectory: string, id: string): void {
+	try {
+		finishDiscard(store, runDirectory, id);
+	} catch {}
+}
+
+/** Whether the store's directory is gone (removed while a command ran). */
+function storeGone(store: Store): boolean {
+	return !existsSync(path.join(store.root, storeRecordName));
+}
+
+function isNoSpace(error: unknown): boolean {
+	const {code} = error as NodeJS.ErrnoException;
+	return code === 'ENOSPC' || code === 'EDQUOT';
+}
+
+/** Why the run's directories could not be made, as one line with what to do. */
+function runDirectoryError(store: Store, error: unknown): ScratchError {
+	const {code} = error as NodeJS.ErrnoException;
+	if (code === 'EROFS') {
+		return new PermissionError(
+			`store ${store.root} is on a read-only file system, and a run needs to write its upper dir there; use a writable store with --store DIR (a read-only store can still be listed, inspected, diffed and exported)`,
+			{cause: error},
+		);
+	}
+
+	if (isNoSpace(error)) {
+		return new StoreError(
+			`cannot create the run's directories in store ${store.root}: ${describeSystemError(error)}; free space (scratch gc frees what nothing uses) or use another --store`,
+			{cause: error},
+		);
+	}
+
+	return new PermissionError(
+		`cannot create the run's directories in store ${store.root}: ${describeSystemError(error)}; use a store you own with --store DIR`,
+		{cause: error},
+	);
 }
 
 function abortedResult(

@@ -16,7 +16,7 @@ import {
 import {layerTreePath, readLayer, scanLayers} from './layers.js';
 import {leaseName} from './lease-names.js';
 import {listRefs} from './refs.js';
-import {findAbandoned, readRunRecord, runEntries} from './runs.js';
+import {findAbandoned, finishInterruptedKeeps, readRunRecord, runEntries} from './runs.js';
 import {openExistingStore, type Store} from './store.js';
 import {deleteTreesNow, listTrash, measureTrees, moveToTrash} from './trash.js';
 import {holdStoreCollection} from './use-lock.js';
@@ -34,6 +34,8 @@ export type GcReport = {
 	repairedRuns: string[];
 	/** Directories of runs whose scratch died (killed, crashed) without cleaning up. */
 	deadRuns: string[];
+	/** Runs whose scratch died while keeping them, after their record was written: moved into `kept/`. */
+	keptRuns: string[];
 	/** Half-prepared entries whose owner died. */
 	abandonedTemporary: string[];
 	/** Workspaces whose `ws init` died before finishing (or left no record). */
@@ -201,6 +203,7 @@ export async function collectGarbage({
 		reachableLayers: 0,
 		repairedRuns: [],
 		deadRuns: [],
+		keptRuns: [],
 		abandonedTemporary: [],
 		abandonedWorkspaces: [],
 		trashEntries: [],
@@ -239,6 +242,7 @@ export async function collectGarbage({
 			doomed.push(path.join(store.refsDir, name));
 		}
 
+		report.keptRuns = finishInterruptedKeeps(store, {dryRun});
 		const abandoned = findAbandoned(store);
 		report.deadRuns = abandoned
 			.filter(({trashName}) => trashName.startsWith('run-'))

@@ -191,7 +191,15 @@ export function checkStackDepth(layerCount: number, what: string): void {
 
 /** A layer id not in use in the store (its `layers/` dir is created if missing). */
 export function reserveLayerId(store: Store): string {
-	mkdirSync(store.layersDir, {recursive: true, mode: 0o700});
+	try {
+		// Never recursive: a store removed meanwhile must not be made again, half, by a promotion.
+		mkdirSync(store.layersDir, {mode: 0o700});
+	} catch (error) {
+		if ((error as NodeJS.ErrnoException).code !== 'EEXIST') {
+			throw error;
+		}
+	}
+
 	let id = createLayerId();
 	while (existsSync(layerTreePath(store, id)) || existsSync(layerRecordPath(store, id))) {
 		id = createLayerId();

@@ -1,6 +1,7 @@
 import {mkdirSync, readFileSync, renameSync, writeFileSync} from 'node:fs';
 import path from 'node:path';
 import {syncDirectory, writeFileAtomic} from '../system/atomic-file.js';
+import {crashPoint} from '../system/crash-point.js';
 import {isProcessAlive, type ProcessIdentity} from '../system/process-identity.js';
 import {randomId} from '../system/random-id.js';
 import {readDirectoryOrEmpty} from '../system/read-directory.js';
@@ -74,14 +75,60 @@ export function readRunRecord(runDirectory: string, entry: string): RunRecord | 
 	}
 }
 
+/**
+Runs whose scratch died while keeping them, after their durable record was written but before they
+moved to `kept/`: they are kept runs (the record is written only once the upper is synced), so they are
+finished rather than thrown away. Returns their ids; with `dryRun` nothing is moved.
+*/
+export function finishInterruptedKeeps(store: Store, {dryRun = false}: {dryRun?: boolean} = {}): string[] {
+	const finished: string[] = [];
+	for (const id of readDirectoryOrEmpty(store.runsDir)) {
+		const directory = path.join(store.runsDir, id);
+		const lease = readRunRecord(directory, runEntries.lease);
+		const record = readRunRecord(directory, runEntries.record);
+		if (record?.state !== 'kept' || record.id !== id || (lease && isProcessAlive(lease.owner))) {
+			continue;
+		}
+
+		finished.push(id);
+		if (!dryRun) {
+			const keptDirectory = path.join(store.keptDir, id);
+			renameSync(directory, keptDirectory);
+			trashAllButKept(store, keptDirectory, id);
+		}
+	}
+
+	// Kept runs whose scratch died after the move but before the rest of the run's dir went.
+	if (!dryRun) {
+		for (const id of readDirectoryOrEmpty(store.keptDir)) {
+			trashAllButKept(store, path.join(store.keptDir, id), id);
+		}
+	}
+
+	return finished;
+}
+
+/** A kept run is its upper and its record: the rest of the run's dir (work, mount point, lease, logs) goes. */
+function trashAllButKept(store: Store, keptDirectory: string, id: string): void {
+	for (const entry of readDirectoryOrEmpty(keptDirectory)) {
+		if (entry !== runEntries.upper && entry !== runEntries.record) {
+			moveToTrash(store, path.join(keptDirectory, entry), `kept-${id}-${entry}`);
+		}
+	}
+}
+
 /** What dead runs and abandoned preparations left behind, without touching it. */
 export function findAbandoned(store: Store): Array<{directory: string; trashName: string}> {
 	const abandoned: Array<{directory: string; trashName: string}> = [];
 	for (const id of readDirectoryOrEmpty(store.runsDir)) {
 		const directory = path.join(store.runsDir, id);
 		const lease = readRunRecord(directory, runEntries.lease);
-		// A run dir always arrives with its lease, so one without a readable lease is debris.
-		if (!lease || !isProcessAlive(lease.owner)) {
+		// A run dir always arrives with its lease, so one without a readable lease is debris; one with a
+		// kept record is a keep to finish (finishInterruptedKeeps).
+		if (
+			(!lease || !isProcessAlive(lease.owner)) &&
+			readRunRecord(directory, runEntries.record)?.state !== 'kept'
+		) {
 			abandoned.push({directory, trashName: `run-${id}`});
 		}
 	}
@@ -100,6 +147,7 @@ Move what dead runs left into the trash. Mounts need no cleanup: they lived in t
 namespace, which the kernel tore down with its last process. Returns the trash names used.
 */
 export function reclaimAbandoned(store: Store): string[] {
+	finishInterruptedKeeps(store);
 	const moved: string[] = [];
 	for (const {directory, trashName} of findAbandoned(store)) {
 		const name = moveToTrash(store, directory, trashName);
@@ -117,16 +165,16 @@ upper's data is flushed to disk first so a crash cannot lose what was kept.
 */
 export async function keepRun(store: Store, runDirectory: string, record: RunRecord): Promise<string> {
 	await syncFileSystem(runDirectory);
+	crashPoint('keep-synced');
 	await writeFileAtomic(
 		path.join(runDirectory, runEntries.record),
 		`${JSON.stringify(record, undefined, '\t')}\n`,
 	);
+	crashPoint('keep-recorded');
 	const keptDirectory = path.join(store.keptDir, record.id);
 	renameSync(runDirectory, keptDirectory);
 	await syncDirectory(store.keptDir);
-	for (const entry of [runEntries.work, runEntries.merged, runEntries.lease]) {
-		moveToTrash(store, path.join(keptDirectory, entry), `kept-${record.id}-${entry}`);
-	}
-
+	crashPoint('keep-moved');
+	trashAllButKept(store, keptDirectory, record.id);
 	return keptDirectory;
 }

@@ -17,7 +17,9 @@ export const storeFormat = {
 	layerFormat: defaultLayerFormat,
 } as const;
 
-const formatFileName = 'scratch-store.json';
+/** The store's format record: a directory with it is a store. */
+export const storeRecordName = 'scratch-store.json';
+const formatFileName = storeRecordName;
 const storeDirectoryNames = ['runs', 'kept', 'trash', 'tmp', 'layers', 'refs', 'locks', 'workspaces'];
 const overlayfsMagic = 0x79_4c_76_30;
 

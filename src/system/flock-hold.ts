@@ -1,4 +1,5 @@
 import {spawn} from 'node:child_process';
+import {PermissionError} from '../errors.js';
 import {findExecutable} from './executables.js';
 
 /** A held lock: give it back with `release()`. */
@@ -46,6 +47,16 @@ async function lockFile(file: string, wait: boolean): Promise<FileLock | undefin
 		child.on('close', (code) => {
 			if (code === busyStatus && !wait) {
 				resolve(false);
+			} else if (/Read-only file system/.test(stderr)) {
+				reject(
+					new PermissionError(
+						`cannot lock ${file}: read-only file system; this command changes the store, which needs it writable (a read-only store can still be listed, inspected, diffed and exported)`,
+					),
+				);
+			} else if (/Permission denied/.test(stderr)) {
+				reject(
+					new PermissionError(`cannot lock ${file}: permission denied; use a store you own with --store DIR`),
+				);
 			} else {
 				reject(new Error(`flock ${file} exited with status ${code}: ${stderr.trim()}`));
 			}

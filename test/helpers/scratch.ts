@@ -109,6 +109,11 @@ export type NamespaceSetup = {
 	fuseDevice?: boolean;
 	/** Mount an overlay (lower, upper, work: absolute dirs) on `target` first. */
 	overlayfs?: {lower: string; upper: string; work: string; target: string};
+	/**
+	Instead of a new namespace, enter the mount namespace of this process (one the test started and holds,
+	see mount-namespace.ts), where mounts last from one scratch process to the next.
+	*/
+	enter?: number;
 };
 
 const namespaceSetupScript = `set -e
@@ -143,6 +148,10 @@ export function cliCommand(user: User, args: string[], setup?: NamespaceSetup): 
 				];
 	if (!setup) {
 		return [file, fileArguments];
+	}
+
+	if (setup.enter !== undefined) {
+		return ['nsenter', [`--target=${setup.enter}`, '--mount', '--', file, ...fileArguments]];
 	}
 
 	const {overlayfs} = setup;
