@@ -263,7 +263,7 @@ export async function layerWithStats(store: Store, layer: LayerRecord): Promise<
 		return layer;
 	}
 
-	const stats = await measureUpper(layerTreePath(store, layer.id));
+	const stats = await measureUpper(layerTreePath(store, layer.id), store.layerFormat);
 	const facts = {
 		files: stats.files + stats.deletions,
 		directories: stats.directories,
