@@ -345,7 +345,16 @@ export function checkWhiteoutFilesTrees(trees: ReadonlyMap<string, string>, prob
 
 	const dump = spawnSync(
 		'getfattr',
-		['--recursive', '--physical', '--absolute-names', '--match', overlayXattr.source, '--', ...trees.keys()],
+		[
+			'--recursive',
+			'--physical',
+			'--no-dereference',
+			'--absolute-names',
+			'--match',
+			overlayXattr.source,
+			'--',
+			...trees.keys(),
+		],
 		{encoding: 'latin1', env: {...process.env, LC_ALL: 'C'}},
 	);
 	if (dump.error || (dump.status !== 0 && dump.stdout === '')) {
