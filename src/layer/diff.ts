@@ -476,7 +476,9 @@ function comparePaths(left: string, right: string): number {
 `scratch diff NAME|RUN-ID`: what a layer or a kept run changed, compared with what lies below it: the
 layers it was made on, then the source tree as it is now (an empty tree when it is gone). The reference
 is a snapshot name, a kept run id or a layer id, tried in that order. The root directory itself is never
-listed: overlayfs gives it the upper dir's attributes, whatever the command did.
+listed: overlayfs gives it the upper dir's attributes, whatever the command did. Trees are read in the
+store's layer format: in a whiteout-files store a `.wh.NAME` file deletes NAME and `.wh..wh..opq` makes
+its directory opaque; neither is listed itself.
 */
 export async function diffLayer({store: storePath, reference}: DiffOptions): Promise<LayerDiff> {
 	const store = await openExistingStore(storePath);

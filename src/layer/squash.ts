@@ -251,15 +251,16 @@ export function parseEntryListing(
 		const id = record.slice(0, space);
 		const type = record[space + 1];
 		const entry: LayerEntry = {path: relative, directory: type === 'd'};
-		const name = relative.slice(relative.lastIndexOf('/') + 1);
-		const stats = {
-			isFile: () => type === 'f',
-			isCharacterDevice: () => type === 'c',
-			size: Number(record.slice(space + 3, sizeEnd)),
-			// The kernel's whiteouts are not told apart: they lie at the name they delete, like content.
-			rdev: Number.NaN,
-		};
-		if (format === 'whiteout-files-1') {
+		// Only regular files can be whiteouts or markers there; the kernel's whiteouts lie at the names
+		// they delete, so its listing needs no telling apart.
+		if (format === 'whiteout-files-1' && type === 'f') {
+			const name = relative.slice(relative.lastIndexOf('/') + 1);
+			const stats = {
+				isFile: () => true,
+				isCharacterDevice: () => false,
+				size: Number(record.slice(space + 3, sizeEnd)),
+				rdev: 0,
+			};
 			if (isOpaqueMarker(format, name, stats)) {
 				entry.marker = 'opaque';
 			} else if (whiteoutTarget(format, name, stats) !== undefined) {

@@ -54,7 +54,7 @@ export type LayerRecord = {
 	runs?: number;
 	/** Set when `origin` is `squash`: the layer whose stack it flattens. */
 	squashed?: string;
-	/** Non-directory entries (files, symlinks, whiteouts), counted when first asked for. */
+	/** Non-directory entries (files, symlinks, whiteouts; not opaque markers), counted when first asked for. */
 	files?: number;
 	directories?: number;
 	/** Paths it deletes from below (whiteouts). */
