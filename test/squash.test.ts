@@ -420,7 +420,7 @@ test('a getfattr dump gives each layer directory its xattr names and whether it 
 test('a find listing gives each layer its entries in order, without its root', (t) => {
 	t.deepEqual(
 		parseEntryListing(
-			'aaaaaa d \0aaaaaa d dir\0aaaaaa f dir/file\0aaaaaa c dir/new\nline\0bbbbbb d \0bbbbbb l link\0',
+			'aaaaaa d 4096 \0aaaaaa d 4096 dir\0aaaaaa f 12 dir/file\0aaaaaa c 0 dir/new\nline\0bbbbbb d 4096 \0bbbbbb l 4 link\0',
 		),
 		new Map([
 			[

@@ -2,6 +2,14 @@ import {type Dirent, existsSync, lstatSync, readdirSync, type Stats} from 'node:
 import {readdir} from 'node:fs/promises';
 import path from 'node:path';
 import {NotFoundError, StoreError, UnsupportedEnvironmentError} from '../errors.js';
+import {
+	isOpaqueMarker,
+	type LayerFormat,
+	opaqueMarker,
+	whiteoutName,
+	whiteoutPrefix,
+	whiteoutTarget,
+} from '../store/layer-format.js';
 import {isLayerId, type LayerRecord, layerTreePath, readLayer, requireLayer} from '../store/layers.js';
 import {nameProblem} from '../store/names.js';
 import {readKeptRun} from '../store/promote.js';
@@ -246,32 +254,78 @@ function entryTypeOf(info: Pick<Stats, 'isFile' | 'isDirectory' | 'isSymbolicLin
 	return info.isSymbolicLink() ? 'symlink' : 'other';
 }
 
-/** A whiteout: a character device with device number 0/0. */
-function isWhiteout(info: Stats): boolean {
-	return info.isCharacterDevice() && info.rdev === 0;
+/** How the trees of a store record whiteouts and opaque directories, read with lstat (and getfattr). */
+type TreeFormat = {
+	format: LayerFormat;
+	/** Absolute paths of the directories marked opaque by xattr (the kernel's format only). */
+	opaqueDirectories: ReadonlySet<string>;
+};
+
+/** Whether a directory of a tree hides what lies below it: by xattr, or by holding the opaque marker. */
+function isOpaqueDirectory({format, opaqueDirectories}: TreeFormat, absolute: string): boolean {
+	if (format === 'overlay-userxattr-1') {
+		return opaqueDirectories.has(absolute);
+	}
+
+	const marker = safeLstat(path.join(absolute, opaqueMarker));
+	return marker !== undefined && isOpaqueMarker(format, opaqueMarker, marker);
 }
 
-/** A probe reading real trees; a path that cannot be read (gone, or under an unreadable dir) is absent. */
-function treeProbe(trees: readonly string[], opaqueDirectories: ReadonlySet<string>): StackProbe {
+/** What a tree's entry is besides content: a whiteout (with the name it deletes) or the opaque marker. */
+type EntryMeaning = {deletes: string} | 'marker' | undefined;
+
+/** What an lstat'ed entry of a tree is: a whiteout, the opaque marker, or (undefined) content. */
+function meaningOf(format: LayerFormat, name: string, info: Stats): EntryMeaning {
+	if (isOpaqueMarker(format, name, info)) {
+		return 'marker';
+	}
+
+	const deletes = whiteoutTarget(format, name, info);
+	return deletes === undefined ? undefined : {deletes};
+}
+
+/** The same for a directory entry, lstat'ed only when its type and name allow it to be more than content. */
+function meaningOfEntry(format: LayerFormat, absolute: string, entry: Dirent): EntryMeaning {
+	const mayBeMore =
+		format === 'whiteout-files-1'
+			? entry.isFile() && entry.name.startsWith(whiteoutPrefix)
+			: entry.isCharacterDevice();
+	const info = mayBeMore ? safeLstat(absolute) : undefined;
+	return info ? meaningOf(format, entry.name, info) : undefined;
+}
+
+/**
+A probe reading real trees; a path that cannot be read (gone, or under an unreadable dir) is absent, and
+so is the name of a whiteout file or marker itself (it is not content of the view).
+*/
+function treeProbe(trees: readonly string[], treeFormat: TreeFormat): StackProbe {
+	const {format} = treeFormat;
 	return (tree, relativePath) => {
 		const absolute = path.join(trees[tree] as string, relativePath);
-		let info: Stats | undefined;
-		try {
-			info = lstatSync(absolute, {throwIfNoEntry: false});
-		} catch {
-			info = undefined;
-		}
-
+		const name = path.basename(relativePath);
+		const info = safeLstat(absolute);
 		if (!info) {
-			return {kind: 'absent'};
+			if (format === 'overlay-userxattr-1') {
+				return {kind: 'absent'};
+			}
+
+			// In the whiteout-files format a deletion is a file beside the name it deletes.
+			const whiteout = whiteoutName(format, name);
+			const whiteoutInfo = safeLstat(path.join(path.dirname(absolute), whiteout));
+			return whiteoutInfo && whiteoutTarget(format, whiteout, whiteoutInfo) === name
+				? {kind: 'whiteout'}
+				: {kind: 'absent'};
 		}
 
-		if (isWhiteout(info)) {
-			return {kind: 'whiteout'};
+		if (meaningOf(format, name, info) !== undefined) {
+			// The kernel's whiteout sits at the name it deletes; a whiteout file or marker is no content.
+			return format === 'overlay-userxattr-1' ? {kind: 'whiteout'} : {kind: 'absent'};
 		}
 
 		const type = entryTypeOf(info);
-		return type === 'directory' ? {kind: 'directory', opaque: opaqueDirectories.has(absolute)} : {kind: type};
+		return type === 'directory'
+			? {kind: 'directory', opaque: isOpaqueDirectory(treeFormat, absolute)}
+			: {kind: type};
 	};
 }
 
@@ -302,7 +356,7 @@ type Walk = {
 	upper: string;
 	lowerTrees: readonly string[];
 	probe: StackProbe;
-	opaqueDirectories: ReadonlySet<string>;
+	treeFormat: TreeFormat;
 	changes: LayerChange[];
 };
 
@@ -328,8 +382,22 @@ async function walkDirectory(
 	const lookupBelow = (relativePath: string) =>
 		below?.type === 'directory' ? descendStack(below.trees, relativePath, walk.probe) : undefined;
 
+	// What each upper entry is to the view: content, a whiteout of another name, or the opaque marker.
+	const meanings = new Map(
+		entries.map((entry) => [
+			entry.name,
+			meaningOfEntry(walk.treeFormat.format, path.join(walk.upper, childPath(entry.name)), entry),
+		]),
+	);
 	if (replaced && below?.type === 'directory') {
-		const upperNames = new Set(entries.map((entry) => entry.name));
+		const upperNames = new Set<string>();
+		for (const entry of entries) {
+			const meaning = meanings.get(entry.name);
+			if (meaning !== 'marker') {
+				upperNames.add(meaning === undefined ? entry.name : meaning.deletes);
+			}
+		}
+
 		for (const name of readNamesBelow(walk.lowerTrees, below, relativeDirectory)) {
 			const hidden = upperNames.has(name) ? undefined : lookupBelow(childPath(name));
 			if (hidden) {
@@ -339,17 +407,20 @@ async function walkDirectory(
 	}
 
 	for (const entry of entries) {
+		const meaning = meanings.get(entry.name);
+		if (meaning === 'marker') {
+			continue;
+		}
+
+		if (meaning !== undefined) {
+			const deleted = childPath(meaning.deletes);
+			walk.changes.push({change: 'D', path: deleted, type: lookupBelow(deleted)?.type ?? 'other'});
+			continue;
+		}
+
 		const relativePath = childPath(entry.name);
 		const absolute = path.join(walk.upper, relativePath);
 		const found = lookupBelow(relativePath);
-		if (entry.isCharacterDevice()) {
-			const info = safeLstat(absolute);
-			if (info && isWhiteout(info)) {
-				walk.changes.push({change: 'D', path: relativePath, type: found?.type ?? 'other'});
-				continue;
-			}
-		}
-
 		if (!entry.isDirectory()) {
 			walk.changes.push({change: found ? 'M' : 'A', path: relativePath, type: entryTypeOf(entry)});
 			continue;
@@ -362,7 +433,7 @@ async function walkDirectory(
 		}
 
 		// Inside a replaced directory nothing merges from below, so every directory there replaces too.
-		const hidesBelow = replaced || walk.opaqueDirectories.has(absolute);
+		const hidesBelow = replaced || isOpaqueDirectory(walk.treeFormat, absolute);
 		if (hidesBelow) {
 			walk.changes.push({change: 'M', path: relativePath, type: 'directory', opaque: true});
 		} else {
@@ -405,19 +476,28 @@ function comparePaths(left: string, right: string): number {
 `scratch diff NAME|RUN-ID`: what a layer or a kept run changed, compared with what lies below it: the
 layers it was made on, then the source tree as it is now (an empty tree when it is gone). The reference
 is a snapshot name, a kept run id or a layer id, tried in that order. The root directory itself is never
-listed: overlayfs gives it the upper dir's attributes, whatever the command did.
+listed: overlayfs gives it the upper dir's attributes, whatever the command did. Trees are read in the
+store's layer format: in a whiteout-files store a `.wh.NAME` file deletes NAME and `.wh..wh..opq` makes
+its directory opaque; neither is listed itself.
 */
 export async function diffLayer({store: storePath, reference}: DiffOptions): Promise<LayerDiff> {
 	const store = await openExistingStore(storePath);
 	const {subject, upper, lowerLayers, source} = findSubject(store, reference);
 	// The source tree is read as a plain tree (no opaque dirs): reading its xattrs would mean a walk of it.
-	const opaqueDirectories = await readOpaqueDirectories([upper, ...lowerLayers]);
+	// The whiteout-files format has no opaque xattrs, only marker files, read as the walk meets them.
+	const treeFormat: TreeFormat = {
+		format: store.layerFormat,
+		opaqueDirectories:
+			store.layerFormat === 'overlay-userxattr-1'
+				? await readOpaqueDirectories([upper, ...lowerLayers])
+				: new Set(),
+	};
 	const lowerTrees = source === undefined ? lowerLayers : [...lowerLayers, source];
 	const walk: Walk = {
 		upper,
 		lowerTrees,
-		probe: treeProbe(lowerTrees, opaqueDirectories),
-		opaqueDirectories,
+		probe: treeProbe(lowerTrees, treeFormat),
+		treeFormat,
 		changes: [],
 	};
 	await walkDirectory(walk, '', {type: 'directory', trees: lowerTrees.map((_, tree) => tree)}, false);

@@ -2,6 +2,16 @@ import {spawn} from 'node:child_process';
 import {mkdirSync, readFileSync, rmSync, writeFileSync} from 'node:fs';
 import path from 'node:path';
 import {describeSystemError, StoreError, UnsupportedEnvironmentError} from '../errors.js';
+import {
+	defaultLayerFormat,
+	isOpaqueMarker,
+	type LayerFormat,
+	opaqueMarker,
+	opaqueXattr,
+	whiteoutName,
+	whiteoutPrefix,
+	whiteoutTarget,
+} from '../store/layer-format.js';
 import {type LayerRecord, layerTreePath, requireLayer, stackOf} from '../store/layers.js';
 import {leaseName} from '../store/lease-names.js';
 import {checkName} from '../store/names.js';
@@ -27,9 +37,12 @@ and replace mode-000 and read-only directories.
 
 Paths from the listings are kept as byte strings (latin1), so file names that are not UTF-8 go through
 unchanged; they are only ever handed back to the shell, never to Node's fs.
-*/
 
-const opaqueXattr = 'user.overlay.opaque';
+The tree is built in the store's layer format (layer-format.ts). The model is the same for both, in
+terms of the view's names; only where a whiteout lies and how a directory is made opaque differ: in the
+whiteout-files format a whiteout of X is the file `.wh.X` beside X (so a later X must remove it, and a
+later `.wh.X` must remove X), and an opaque directory holds the marker file `.wh..wh..opq`.
+*/
 const copyOptions = ['-dR', '--preserve=mode,ownership,timestamps,links,xattr', '--remove-destination'];
 
 /** Options of `squashLayer`. */
@@ -52,14 +65,27 @@ export type Squash = {
 	squashedLayers: number;
 };
 
-/** One entry of a layer, as listed: a directory or anything else (file, symlink, whiteout, device). */
-export type LayerEntry = {path: string; directory: boolean};
+/**
+One entry of a layer, as listed: a directory or anything else (file, symlink, whiteout, device). In the
+whiteout-files format, `marker` says the entry is no content: a whiteout or an opaque directory's marker.
+*/
+export type LayerEntry = {path: string; directory: boolean; marker?: 'whiteout' | 'opaque'};
+
+/** The name a whiteout file deletes (`marker: 'whiteout'` entries only: `.wh.NAME`). */
+function deletedName(listedName: string): string {
+	return listedName.slice(whiteoutPrefix.length);
+}
 
 /** A directory's extended attributes, as listed: whether it is opaque and the names of the others. */
 export type DirectoryXattrs = {opaque: boolean; names: string[]};
 
-/** What the tree holds so far at a path: a directory with the xattrs it carries, or something else. */
-type TreeNode = {directory: false} | {directory: true; xattrs: Set<string>; children: Map<string, TreeNode>};
+/**
+What the tree holds so far at a name of the view: a directory with the xattrs it carries, or something
+else (a whiteout, told apart because in the whiteout-files format it lies under another name).
+*/
+type TreeNode =
+	| {directory: false; whiteout: boolean}
+	| {directory: true; xattrs: Set<string>; children: Map<string, TreeNode>};
 
 type TreeDirectory = Extract<TreeNode, {directory: true}>;
 
@@ -68,9 +94,15 @@ export type SquashTree = {root: TreeDirectory};
 
 /** What must happen, besides the copy of the layer itself, for one layer to be applied to the tree. */
 export type LayerPlan = {
-	/** Paths to remove from the tree before the copy: replaced by another type, or by an opaque directory. */
+	/**
+	Paths to remove from the tree before the copy: replaced by another type, or by an opaque directory; in
+	the whiteout-files format also a whiteout of a name the layer holds, and a name the layer deletes.
+	*/
 	removals: string[];
-	/** Directories to mark opaque after the copy: they replace a file or whiteout that hid what lies below. */
+	/**
+	Directories to mark opaque: they replace a file or whiteout that hid what lies below. The kernel's format
+	marks them with an xattr after the copy, the whiteout-files one with a marker file made before it.
+	*/
 	opaque: string[];
 	/** Xattrs to remove after the copy from directories merged with the layer's: the layer's lacks them. */
 	staleXattrs: Array<{path: string; name: string}>;
@@ -90,8 +122,9 @@ export function isOverlayPrivateXattr(name: string): boolean {
 }
 
 /**
-Plan how one layer (entries in `find` order: a directory before what it holds) goes onto the tree, and
-update the model to what the tree holds afterwards. Overlayfs's rules, layer B over tree T:
+Plan how one layer (entries in `find` order: a directory before what it holds) in layer format `format`
+goes onto the tree, and update the model to what the tree holds afterwards. Overlayfs's rules, layer B
+over tree T:
 - anything but a directory in B (a file, a symlink, a whiteout) replaces whatever T has there;
 - an opaque directory in B replaces whatever T has there, and stays opaque;
 - any other directory in B merges with a directory in T (B's attributes win; T's opaqueness stays);
@@ -102,6 +135,7 @@ export function planLayer(
 	tree: SquashTree,
 	entries: readonly LayerEntry[],
 	xattrs: ReadonlyMap<string, DirectoryXattrs>,
+	format: LayerFormat = defaultLayerFormat,
 ): LayerPlan {
 	const plan: LayerPlan = {removals: [], opaque: [], staleXattrs: []};
 	const userXattrs = (directoryPath: string) =>
@@ -117,29 +151,49 @@ export function planLayer(
 		directory.xattrs = names;
 	};
 
+	// A marker follows its directory in the listing, so the opaque directories are gathered first.
+	const markedOpaque = new Set(
+		entries.filter((entry) => entry.marker === 'opaque').map((entry) => parentOf(entry.path)),
+	);
+	const isOpaque = (directoryPath: string) =>
+		format === 'whiteout-files-1'
+			? markedOpaque.has(directoryPath)
+			: (xattrs.get(directoryPath)?.opaque ?? false);
+	// Where what the tree holds at a name lies on disk: a whiteout file lies beside the name.
+	const onDisk = (parentPath: string, name: string, node: TreeNode) =>
+		joinPath(parentPath, !node.directory && node.whiteout ? whiteoutName(format, name) : name);
+
 	// The layer's directories, by path, as they stand in the tree once planned.
 	const directories = new Map<string, TreeDirectory>([['', tree.root]]);
 	mergeDirectory(tree.root, '');
 	for (const entry of entries) {
-		const slash = entry.path.lastIndexOf('/');
-		const parent = directories.get(slash === -1 ? '' : entry.path.slice(0, slash));
+		const parentPath = parentOf(entry.path);
+		const parent = directories.get(parentPath);
 		if (!parent) {
 			throw new Error(`layer listing has ${entry.path} before its directory`);
 		}
 
-		const name = entry.path.slice(slash + 1);
-		const existing = parent.children.get(name);
-		if (!entry.directory) {
-			// cp --remove-destination replaces anything but a directory by itself.
-			if (existing?.directory) {
-				plan.removals.push(entry.path);
-			}
-
-			parent.children.set(name, {directory: false});
+		if (entry.marker === 'opaque') {
+			// Copied with its directory, which was planned as opaque.
 			continue;
 		}
 
-		const opaque = xattrs.get(entry.path)?.opaque ?? false;
+		const listedName = entry.path.slice(parentPath === '' ? 0 : parentPath.length + 1);
+		const whiteout = entry.marker === 'whiteout';
+		const name = whiteout ? deletedName(listedName) : listedName;
+		const existing = parent.children.get(name);
+		if (!entry.directory) {
+			// cp --remove-destination replaces anything but a directory by itself; something under another
+			// name (a whiteout file, or the name a whiteout file deletes) has to go first.
+			if (existing && (existing.directory || onDisk(parentPath, name, existing) !== entry.path)) {
+				plan.removals.push(onDisk(parentPath, name, existing));
+			}
+
+			parent.children.set(name, {directory: false, whiteout});
+			continue;
+		}
+
+		const opaque = isOpaque(entry.path);
 		if (existing?.directory && !opaque) {
 			mergeDirectory(existing, entry.path);
 			directories.set(entry.path, existing);
@@ -147,7 +201,7 @@ export function planLayer(
 		}
 
 		if (existing) {
-			plan.removals.push(entry.path);
+			plan.removals.push(onDisk(parentPath, name, existing));
 			if (!(existing.directory || opaque)) {
 				plan.opaque.push(entry.path);
 			}
@@ -161,6 +215,15 @@ export function planLayer(
 	return plan;
 }
 
+function parentOf(relativePath: string): string {
+	const slash = relativePath.lastIndexOf('/');
+	return slash === -1 ? '' : relativePath.slice(0, slash);
+}
+
+function joinPath(parentPath: string, name: string): string {
+	return parentPath === '' ? name : `${parentPath}/${name}`;
+}
+
 /** Split a listed path `ID/RELATIVE` (or `ID` for a layer's root) into the layer id and the relative path. */
 function splitListedPath(listed: string): [string, string] {
 	const slash = listed.indexOf('/');
@@ -168,21 +231,45 @@ function splitListedPath(listed: string): [string, string] {
 }
 
 /**
-Parse `find ID... -printf '%H %y %P\0'` output (read as latin1) run in `layers/`: each layer's entries,
-in find's order, without the layer's root.
+Parse `find ID... -printf '%H %y %s %P\0'` output (read as latin1) run in `layers/`: each layer's entries,
+in find's order, without the layer's root. In the whiteout-files format, whiteouts and opaque markers
+are told from content by name, type and size.
 */
-export function parseEntryListing(listing: string): Map<string, LayerEntry[]> {
+export function parseEntryListing(
+	listing: string,
+	format: LayerFormat = defaultLayerFormat,
+): Map<string, LayerEntry[]> {
 	const layers = new Map<string, LayerEntry[]>();
 	for (const record of listing.split('\0')) {
 		const space = record.indexOf(' ');
-		const relative = record.slice(space + 3);
-		if (space === -1 || relative === '') {
+		const sizeEnd = space === -1 ? -1 : record.indexOf(' ', space + 3);
+		const relative = sizeEnd === -1 ? '' : record.slice(sizeEnd + 1);
+		if (relative === '') {
 			continue;
 		}
 
 		const id = record.slice(0, space);
+		const type = record[space + 1];
+		const entry: LayerEntry = {path: relative, directory: type === 'd'};
+		// Only regular files can be whiteouts or markers there; the kernel's whiteouts lie at the names
+		// they delete, so its listing needs no telling apart.
+		if (format === 'whiteout-files-1' && type === 'f') {
+			const name = relative.slice(relative.lastIndexOf('/') + 1);
+			const stats = {
+				isFile: () => true,
+				isCharacterDevice: () => false,
+				size: Number(record.slice(space + 3, sizeEnd)),
+				rdev: 0,
+			};
+			if (isOpaqueMarker(format, name, stats)) {
+				entry.marker = 'opaque';
+			} else if (whiteoutTarget(format, name, stats) !== undefined) {
+				entry.marker = 'whiteout';
+			}
+		}
+
 		const entries = layers.get(id) ?? [];
-		entries.push({path: relative, directory: record[space + 1] === 'd'});
+		entries.push(entry);
 		layers.set(id, entries);
 	}
 
@@ -231,11 +318,13 @@ function quotePath(text: string): string {
 	return shellQuote(asBytes(text));
 }
 
-type Tools = Record<'sh' | 'find' | 'getfattr' | 'setfattr' | 'cp' | 'rm' | 'xargs', string>;
+const toolNames = ['sh', 'find', 'getfattr', 'setfattr', 'cp', 'rm', 'xargs', 'mkdir', 'touch'] as const;
+
+type Tools = Record<(typeof toolNames)[number], string>;
 
 function findTools(): Tools {
 	const tools = {} as Tools;
-	for (const name of ['sh', 'find', 'getfattr', 'setfattr', 'cp', 'rm', 'xargs'] as const) {
+	for (const name of toolNames) {
 		try {
 			tools[name] = findExecutable(name);
 		} catch (error) {
@@ -299,7 +388,7 @@ function listingScript(
 	const list = (name: string) => quotePath(path.join(listsDirectory, name));
 	return `set -e
 cd ${quotePath(layersDirectory)}
-${shellQuote(tools.find)} ${layers.map((id) => shellQuote(id)).join(' ')} -fprintf ${list('entries')} '%H %y %P\\0' -type d -exec ${shellQuote(tools.getfattr)} -P --absolute-names -d -m - -e hex {} + > ${list('xattrs')}
+${shellQuote(tools.find)} ${layers.map((id) => shellQuote(id)).join(' ')} -fprintf ${list('entries')} '%H %y %s %P\\0' -type d -exec ${shellQuote(tools.getfattr)} -P --absolute-names -d -m - -e hex {} + > ${list('xattrs')}
 `;
 }
 
@@ -311,7 +400,8 @@ function applyScript(
 		trees,
 		plans,
 		listsDirectory,
-	}: {tree: string; trees: string[]; plans: LayerPlan[]; listsDirectory: string},
+		format,
+	}: {tree: string; trees: string[]; plans: LayerPlan[]; listsDirectory: string; format: LayerFormat},
 ): string {
 	const lines = ['set -e', `cd ${quotePath(tree)}`];
 	for (const [index, plan] of plans.entries()) {
@@ -328,11 +418,22 @@ function applyScript(
 			);
 		}
 
+		if (plan.opaque.length > 0 && format === 'whiteout-files-1') {
+			// Made before the copy, which then gives each directory the layer's mode, owner and times.
+			lines.push(
+				`${shellQuote(tools.xargs)} -0 -r ${shellQuote(tools.mkdir)} -- < ${list('opaque', plan.opaque)}`,
+				`${shellQuote(tools.xargs)} -0 -r ${shellQuote(tools.touch)} -- < ${list(
+					'markers',
+					plan.opaque.map((directory) => `${directory}/${opaqueMarker}`),
+				)}`,
+			);
+		}
+
 		lines.push(
 			// `TREE/.` copies what the layer holds (and its root's attributes) into `.`, not the layer itself.
 			`${shellQuote(tools.cp)} ${copyOptions.join(' ')} -- ${quotePath(`${trees[index]}/.`)} .`,
 		);
-		if (plan.opaque.length > 0) {
+		if (plan.opaque.length > 0 && format === 'overlay-userxattr-1') {
 			lines.push(
 				`${shellQuote(tools.xargs)} -0 -r ${shellQuote(tools.setfattr)} -n ${opaqueXattr} -v y < ${list('opaque', plan.opaque)}`,
 			);
@@ -365,12 +466,18 @@ async function buildSquashedTree(
 	});
 
 	const read = (name: string) => readFileSync(path.join(listsDirectory, name), 'latin1');
-	const entries = parseEntryListing(read('entries'));
+	const format = store.layerFormat;
+	const entries = parseEntryListing(read('entries'), format);
 	const xattrs = parseXattrDump(read('xattrs'));
 	const model = createSquashTree();
-	const plans = layers.map((id) => planLayer(model, entries.get(id) ?? [], xattrs.get(id) ?? new Map()));
+	const plans = layers.map((id) =>
+		planLayer(model, entries.get(id) ?? [], xattrs.get(id) ?? new Map(), format),
+	);
 	const applyPath = path.join(workDirectory, 'apply.sh');
-	writeFileSync(applyPath, Buffer.from(applyScript(tools, {tree, trees, plans, listsDirectory}), 'latin1'));
+	writeFileSync(
+		applyPath,
+		Buffer.from(applyScript(tools, {tree, trees, plans, listsDirectory, format}), 'latin1'),
+	);
 	await runScript(tools, applyPath, {
 		failure: `cannot squash ${what}: copying its layers failed`,
 		advice: `nothing was changed; if the disk is full, free space in ${store.root} and try again`,

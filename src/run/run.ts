@@ -392,7 +392,7 @@ export function startRun(options: RunOptions): RunHandle {
 			}
 
 			const upper = path.join(persistent?.directory ?? runDirectory, runEntries.upper);
-			const written = options.measure ? await measureUpper(upper) : undefined;
+			const written = options.measure ? await measureUpper(upper, store.layerFormat) : undefined;
 			let keptUpper: string | undefined;
 			let promoted: {name: string; layer: string} | undefined;
 			let notPromoted: string | undefined;

@@ -1,5 +1,7 @@
+import type {Dirent} from 'node:fs';
 import {lstat, readdir} from 'node:fs/promises';
 import path from 'node:path';
+import {defaultLayerFormat, isOpaqueMarker, type LayerFormat, whiteoutTarget} from '../store/layer-format.js';
 
 /** What a run wrote, read from its upper dir. */
 export type WriteStats = {
@@ -12,13 +14,20 @@ export type WriteStats = {
 	bytes: number;
 };
 
-/** Walk an upper dir. Entries the walk cannot read (a mode-000 dir made by the command) are skipped. */
-export async function measureUpper(upperDirectory: string): Promise<WriteStats> {
+/**
+Walk an upper dir in layer format `format` (the store's). A whiteout counts as a deletion, an opaque
+directory's marker file (whiteout-files format) as nothing. Entries the walk cannot read (a mode-000 dir
+made by the command) are skipped.
+*/
+export async function measureUpper(
+	upperDirectory: string,
+	format: LayerFormat = defaultLayerFormat,
+): Promise<WriteStats> {
 	const stats: WriteStats = {files: 0, directories: 0, deletions: 0, bytes: 0};
 	const pending = [upperDirectory];
 	while (pending.length > 0) {
 		const directory = pending.pop() as string;
-		let entries: import('node:fs').Dirent[];
+		let entries: Dirent[];
 		try {
 			entries = await readdir(directory, {withFileTypes: true});
 		} catch {
@@ -30,18 +39,20 @@ export async function measureUpper(upperDirectory: string): Promise<WriteStats> 
 			if (entry.isDirectory()) {
 				stats.directories++;
 				pending.push(entryPath);
-			} else if (entry.isCharacterDevice()) {
-				// A whiteout is a 0/0 character device; anything else is a device node the command made.
-				const info = await lstat(entryPath).catch(() => undefined);
-				if (info && info.rdev === 0) {
-					stats.deletions++;
-				} else {
-					stats.files++;
-				}
-			} else {
+				continue;
+			}
+
+			// Whiteouts and markers are character devices or regular files, whose sizes are counted anyway.
+			const info =
+				entry.isFile() || entry.isCharacterDevice()
+					? await lstat(entryPath).catch(() => undefined)
+					: undefined;
+			if (info && whiteoutTarget(format, entry.name, info) !== undefined) {
+				stats.deletions++;
+			} else if (!(info && isOpaqueMarker(format, entry.name, info))) {
+				// Anything else, a device node the command made included.
 				stats.files++;
 				if (entry.isFile()) {
-					const info = await lstat(entryPath).catch(() => undefined);
 					stats.bytes += info?.size ?? 0;
 				}
 			}

@@ -54,7 +54,7 @@ export type LayerRecord = {
 	runs?: number;
 	/** Set when `origin` is `squash`: the layer whose stack it flattens. */
 	squashed?: string;
-	/** Non-directory entries (files, symlinks, whiteouts), counted when first asked for. */
+	/** Non-directory entries (files, symlinks, whiteouts; not opaque markers), counted when first asked for. */
 	files?: number;
 	directories?: number;
 	/** Paths it deletes from below (whiteouts). */
@@ -271,7 +271,7 @@ export async function layerWithStats(store: Store, layer: LayerRecord): Promise<
 		return layer;
 	}
 
-	const stats = await measureUpper(layerTreePath(store, layer.id));
+	const stats = await measureUpper(layerTreePath(store, layer.id), store.layerFormat);
 	const facts = {
 		files: stats.files + stats.deletions,
 		directories: stats.directories,

@@ -1,10 +1,20 @@
-import {existsSync, lstatSync, readdirSync, readFileSync} from 'node:fs';
+import {spawnSync} from 'node:child_process';
+import {existsSync, lstatSync, readdirSync, readFileSync, type Stats} from 'node:fs';
 import path from 'node:path';
 import type {ExecutionContext} from 'ava';
+import {
+	isOpaqueMarker,
+	type LayerFormat,
+	layerFormats,
+	opaqueMarker,
+	whiteoutPrefix,
+	whiteoutTarget,
+} from '../../src/store/layer-format.js';
 import {isLayerId, type LayerRecord} from '../../src/store/layers.js';
 import {isLeaseNameAlive} from '../../src/store/lease-names.js';
 import {nameFromRefFile} from '../../src/store/names.js';
 import type {RunRecord} from '../../src/store/runs.js';
+import {unquoteGetfattrPath} from '../../src/system/getfattr.js';
 import {isProcessAlive, type ProcessIdentity} from '../../src/system/process-identity.js';
 import {eventually, hostMountsUnder, processesWith, type Sandbox, storeLeftovers} from './scratch.js';
 
@@ -247,11 +257,157 @@ function checkWorkspaces(store: string, layers: Map<string, LayerRecord>, proble
 	}
 }
 
+/** The store's layer format, from its record; undefined (and a problem) when it is not one scratch reads. */
+function checkFormatRecord(storeRoot: string, problems: string[]): LayerFormat | undefined {
+	const {value, problem} = parseJson<{scratchStore?: unknown; layerFormat?: unknown}>(
+		path.join(storeRoot, 'scratch-store.json'),
+	);
+	if (problem || !value) {
+		problems.push(`scratch-store.json: ${problem}`);
+		return undefined;
+	}
+
+	if (value.scratchStore !== 1 || !layerFormats.includes(value.layerFormat as LayerFormat)) {
+		problems.push(
+			`scratch-store.json records format ${String(value.scratchStore)}/${String(value.layerFormat)}, not one of ${layerFormats.map((format) => `1/${format}`).join(', ')}`,
+		);
+		return undefined;
+	}
+
+	return value.layerFormat as LayerFormat;
+}
+
+function lstatOrUndefined(entry: string): Stats | undefined {
+	try {
+		return lstatSync(entry);
+	} catch {
+		return undefined;
+	}
+}
+
+/** The xattrs overlayfs and fuse-overlayfs keep for themselves, which no whiteout-files tree may carry. */
+const overlayXattr = /^(user\.overlay\.|trusted\.overlay\.|user\.fuseoverlayfs\.)/;
+
+/**
+Problems of trees in the whiteout-files format (`what` names each tree by its path): no whiteout device
+(overlayfs cannot hold one, and fuse-overlayfs would read it as a whiteout the format does not have),
+every `.wh.` entry an empty regular file (a whiteout) or the opaque marker (a regular file), no whiteout
+beside the name it deletes, and no overlay xattrs (opaqueness is the marker's). The kernel's format
+reserves no names and its xattrs are the layers' own business, so its trees are not checked here.
+*/
+export function checkWhiteoutFilesTrees(trees: ReadonlyMap<string, string>, problems: string[]): void {
+	const format: LayerFormat = 'whiteout-files-1';
+	for (const [tree, what] of trees) {
+		const pending = [''];
+		while (pending.length > 0) {
+			const relativeDirectory = pending.pop() as string;
+			let names: string[];
+			try {
+				names = readdirSync(path.join(tree, relativeDirectory));
+			} catch (error) {
+				problems.push(`${what}: cannot read ${relativeDirectory || '.'}: ${(error as Error).message}`);
+				continue;
+			}
+
+			const present = new Set(names);
+			for (const name of names) {
+				const relative = relativeDirectory === '' ? name : `${relativeDirectory}/${name}`;
+				const info = lstatOrUndefined(path.join(tree, relative));
+				if (!info) {
+					continue;
+				}
+
+				if (info.isDirectory()) {
+					pending.push(relative);
+				}
+
+				if (info.isCharacterDevice() && info.rdev === 0) {
+					problems.push(`${what}: ${relative} is a 0/0 character device, a whiteout of the kernel's format`);
+				} else if (name === opaqueMarker) {
+					if (!isOpaqueMarker(format, name, info)) {
+						problems.push(`${what}: ${relative} is named as the opaque marker but is not a regular file`);
+					}
+				} else if (name.startsWith(whiteoutPrefix)) {
+					const deleted = whiteoutTarget(format, name, info);
+					if (deleted === undefined) {
+						problems.push(`${what}: ${relative} is named as a whiteout but is not an empty regular file`);
+					} else if (present.has(deleted)) {
+						problems.push(`${what}: ${relative} deletes ${deleted}, which is beside it`);
+					}
+				}
+			}
+		}
+	}
+
+	if (trees.size === 0) {
+		return;
+	}
+
+	const dump = spawnSync(
+		'getfattr',
+		[
+			'--recursive',
+			'--physical',
+			'--no-dereference',
+			'--absolute-names',
+			'--match',
+			overlayXattr.source,
+			'--',
+			...trees.keys(),
+		],
+		{encoding: 'latin1', env: {...process.env, LC_ALL: 'C'}},
+	);
+	if (dump.error || (dump.status !== 0 && dump.stdout === '')) {
+		problems.push(`cannot read the xattrs of the layer trees: ${dump.error?.message ?? dump.stderr}`);
+		return;
+	}
+
+	let file = '';
+	for (const line of dump.stdout.split('\n')) {
+		if (line.startsWith('# file: ')) {
+			file = unquoteGetfattrPath(line.slice('# file: '.length));
+		} else if (line !== '') {
+			const tree = [...trees.keys()].find((root) => file === root || file.startsWith(`${root}/`)) ?? '';
+			const where = `${trees.get(tree) ?? file}: ${path.relative(tree, file) || '.'}`;
+			problems.push(
+				`${where} carries ${line.split('=')[0]}, an overlay xattr the whiteout-files format does not use`,
+			);
+		}
+	}
+}
+
+/** Every tree in layer format in a store: complete layers, kept runs' and workspaces' uppers. */
+function layerTreesOf(storeRoot: string, layers: ReadonlyMap<string, LayerRecord>): Map<string, string> {
+	const trees = new Map<string, string>();
+	for (const id of layers.keys()) {
+		trees.set(path.join(storeRoot, 'layers', id), `layer ${id}`);
+	}
+
+	for (const id of entriesOf(path.join(storeRoot, 'kept'))) {
+		const upper = path.join(storeRoot, 'kept', id, 'upper');
+		if (isDirectory(upper)) {
+			trees.set(upper, `kept run ${id}`);
+		}
+	}
+
+	for (const name of entriesOf(path.join(storeRoot, 'workspaces'))) {
+		const upper = path.join(storeRoot, 'workspaces', name, 'upper');
+		if (isDirectory(upper)) {
+			trees.set(upper, `workspace ${name}'s writes`);
+		}
+	}
+
+	return trees;
+}
+
 /**
 Everything wrong with a store at rest, one line each; empty when it is consistent. Call it after `gc`,
 once no scratch runs in the store: names point at complete layers, layers stack only on complete
 layers, nothing is half-made or half-written, no dead run, preparation, lock or interrupted promotion is
 left, every kept run has its record and its upper, and every workspace is ready on complete layers.
+The store's record names a layer format scratch reads, and in a whiteout-files store every layer tree
+(layers, kept runs', workspaces' writes) is in that format (checkWhiteoutFilesTrees). For a store on
+overlayfs, pass the path its files are read at (OverlayfsStore's `backing`).
 */
 export function checkStoreConsistency(storeRoot: string): string[] {
 	const problems: string[] = [];
@@ -259,7 +415,12 @@ export function checkStoreConsistency(storeRoot: string): string[] {
 		return [`${storeRoot} has no scratch-store.json`];
 	}
 
+	const format = checkFormatRecord(storeRoot, problems);
 	const layers = checkLayers(path.join(storeRoot, 'layers'), problems);
+	if (format === 'whiteout-files-1') {
+		checkWhiteoutFilesTrees(layerTreesOf(storeRoot, layers), problems);
+	}
+
 	checkRefs(path.join(storeRoot, 'refs'), layers, problems);
 	checkRuns(storeRoot, problems);
 	checkWorkspaces(storeRoot, layers, problems);
@@ -293,17 +454,20 @@ export function completeLayers(storeRoot: string): string[] {
 /**
 A store at rest after its runs: consistent (checkStoreConsistency), no run dir, no mount on the host,
 no process of the store, and (once the background deleters are done) nothing in runs, tmp or trash.
+`files` is where the test reads the store's files when scratch sees them elsewhere (an OverlayfsStore's
+`backing`); by default `sandbox.store`.
 */
-export async function assertStoreAtRest(t: ExecutionContext, sandbox: Sandbox): Promise<void> {
-	t.deepEqual(checkStoreConsistency(sandbox.store), []);
-	t.deepEqual(entriesOf(path.join(sandbox.store, 'runs')), []);
+export async function assertStoreAtRest(
+	t: ExecutionContext,
+	sandbox: Sandbox,
+	{files = sandbox.store}: {files?: string} = {},
+): Promise<void> {
+	t.deepEqual(checkStoreConsistency(files), []);
+	t.deepEqual(entriesOf(path.join(files, 'runs')), []);
 	t.deepEqual(hostMountsUnder(sandbox.root), []);
 	t.true(
 		await eventually(() => processesWith(sandbox.store).length === 0),
 		'no process of the store is left',
 	);
-	t.true(
-		await eventually(() => storeLeftovers(sandbox.store).length === 0, 20_000),
-		storeLeftovers(sandbox.store).join(),
-	);
+	t.true(await eventually(() => storeLeftovers(files).length === 0, 20_000), storeLeftovers(files).join());
 }
