@@ -1,5 +1,5 @@
 import {createHash} from 'node:crypto';
-import {existsSync, lstatSync, readdirSync, readFileSync, writeFileSync} from 'node:fs';
+import {existsSync, lstatSync, readdirSync, readFileSync, rmSync, writeFileSync} from 'node:fs';
 import path from 'node:path';
 import test, {type ExecutionContext} from 'ava';
 import {execa} from 'execa';
@@ -781,5 +781,81 @@ for (const user of users) {
 
 		await eventually(() => storeLeftovers(overlay.files).length === 0);
 		t.deepEqual(storeLeftovers(overlay.files), []);
+	});
+}
+
+for (const user of users) {
+	test(`as ${user}: a layer entry named .wh.* that is no whiteout is refused by export, which writes nothing`, async (t) => {
+		const sandbox = makeSandbox(t, user, sourceFiles);
+		const normal = normalPlace(sandbox);
+		await promote(t, normal, 'odd', 'echo data > .wh.data && : > lib/.wh.empty && rm del.txt');
+		for (const extra of [[], ['--flatten']]) {
+			const file = path.join(sandbox.root, 'odd.tar');
+			const result = await cli(normal, ['export', 'odd', '-o', file, ...extra]);
+			t.is(result.exitCode, 1, String(result.stderr));
+			t.regex(
+				String(result.stderr),
+				/^scratch: cannot export \.wh\.data of layer [\da-z]{6}: its name starts with \.wh\., which an OCI layer tar reserves for deletions, and it is not one \(not a 0\/0 character device\); make the layer without it \(rename the file in the command that writes it\)$/,
+			);
+			t.false(existsSync(file), 'no tar is left behind');
+		}
+
+		// Deleting it in a run on top gives a whiteout of a .wh. name, which no tar can carry either.
+		await promote(t, normal, 'fixed', 'rm .wh.data lib/.wh.empty', 'odd');
+		const deleted = await cli(normal, ['export', 'fixed', '-o', path.join(sandbox.root, 'fixed.tar')]);
+		t.is(deleted.exitCode, 1, String(deleted.stderr));
+		t.regex(
+			String(deleted.stderr),
+			/^scratch: cannot export layer [\da-z]{6}: it deletes \.wh\.data, which an OCI layer tar cannot express \(its whiteout would be \.wh\.\.wh\.data, which importers refuse\); make the stack without \.wh\. files$/,
+		);
+		const flat = path.join(sandbox.root, 'flat.tar');
+		t.is(
+			(await cli(normal, ['export', 'fixed', '--flatten', '-o', flat])).exitCode,
+			1,
+			'nor can a flattened one',
+		);
+	});
+
+	test(`as ${user}: export refuses a whiteout-files layer holding a name and its whiteout or a .wh. file with data, and ignores a marker at its root`, async (t) => {
+		const sandbox = makeSandbox(t, user, sourceFiles);
+		const overlay = overlayPlace(sandbox);
+		const bottom = await promote(t, overlay, 'bottom', 'echo b > b');
+		const top = await promote(t, overlay, 'top', 'rm del.txt && echo x > x', 'bottom');
+		const tree = path.join(overlay.files, 'layers', top);
+		const tars = ['before', 'after'].map((name) => path.join(sandbox.root, `${name}.tar`)) as [
+			string,
+			string,
+		];
+		await exportLayer(t, overlay, 'top', tars[0], {epoch: '1000'});
+		writeFileSync(path.join(tree, '.wh..wh..opq'), '');
+		await exportLayer(t, overlay, 'top', tars[1], {epoch: '1000'});
+		t.deepEqual(readFileSync(tars[1]), readFileSync(tars[0]), 'a marker at the root means nothing');
+
+		const refusals: Array<[string, () => void, RegExp]> = [
+			[
+				'x and .wh.x',
+				() => writeFileSync(path.join(tree, '.wh.x'), ''),
+				/^scratch: cannot export layer [\da-z]{6}: it holds both x and its whiteout \.wh\.x beside it; the store is damaged/,
+			],
+			[
+				'a .wh. file with data',
+				() => writeFileSync(path.join(tree, '.wh.lost'), 'data'),
+				/^scratch: cannot export \.wh\.lost of layer [\da-z]{6}: .*\(not an empty regular file\)/,
+			],
+		];
+		for (const [what, damage, problem] of refusals) {
+			damage();
+			for (const extra of [[], ['--flatten']]) {
+				const file = path.join(sandbox.root, 'damaged.tar');
+				const result = await cli(overlay, ['export', 'top', '-o', file, ...extra]);
+				t.is(result.exitCode, 1, `${what} ${extra.join(' ')}: ${String(result.stderr)}`);
+				t.regex(String(result.stderr), problem, what);
+				t.false(existsSync(file));
+			}
+
+			rmSync(path.join(tree, what === 'x and .wh.x' ? '.wh.x' : '.wh.lost'));
+		}
+
+		t.truthy(bottom);
 	});
 }

@@ -552,6 +552,13 @@ function classifyEntry(
 	}
 
 	const target = whiteoutTarget(tree.format, rawName, kind);
+	if (target?.startsWith(whiteoutPrefix)) {
+		const relative = directory === '' ? target : `${directory}/${target}`;
+		throw new StoreError(
+			`cannot export layer ${tree.id}: it deletes ${relative}, which an OCI layer tar cannot express (its whiteout would be ${whiteoutPrefix}${target}, which importers refuse); make the stack without ${whiteoutPrefix} files`,
+		);
+	}
+
 	if (target !== undefined) {
 		return {name: target, whiteout: true};
 	}
@@ -559,7 +566,7 @@ function classifyEntry(
 	if (rawName.startsWith(whiteoutPrefix)) {
 		const relative = directory === '' ? rawName : `${directory}/${rawName}`;
 		throw new StoreError(
-			`cannot export ${relative} of layer ${tree.id}: its name starts with ${whiteoutPrefix}, which an OCI layer tar reserves for deletions, and it is not one (${tree.format === 'whiteout-files-1' ? 'not an empty regular file' : 'not a 0/0 character device'}); rename it in a run on top of the layer and export that`,
+			`cannot export ${relative} of layer ${tree.id}: its name starts with ${whiteoutPrefix}, which an OCI layer tar reserves for deletions, and it is not one (${tree.format === 'whiteout-files-1' ? 'not an empty regular file' : 'not a 0/0 character device'}); make the layer without it (rename the file in the command that writes it)`,
 		);
 	}
 
