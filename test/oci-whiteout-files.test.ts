@@ -859,3 +859,47 @@ for (const user of users) {
 		t.truthy(bottom);
 	});
 }
+
+for (const user of users) {
+	test(`as ${user}: fuse-overlayfs's own attributes are refused by import and left out by export in a normal store too`, async (t) => {
+		const sandbox = makeSandbox(t, user, sourceFiles);
+		const normal = normalPlace(sandbox);
+		const hostile = path.join(sandbox.root, 'hostile.tar');
+		writeFileSync(
+			hostile,
+			craftTar([
+				{path: 'f', content: 'x', xattrs: new Map([['user.fuseoverlayfs.origin', Buffer.from('1')]])},
+			]),
+			{mode: 0o644},
+		);
+		const refused = await cli(normal, ['import', hostile, '--name', 'h']);
+		t.is(refused.exitCode, 1);
+		t.regex(
+			String(refused.stderr),
+			/^scratch: cannot import .*: archive entry "f" carries the extended attribute "user\.fuseoverlayfs\.origin", which fuse-overlayfs reads as its own metadata .*; nothing was imported$/,
+		);
+
+		// A layer whose file still carries one (as a fuse run's copy-up leaves it before the clean-up).
+		const layer = await promote(t, normal, 'L', 'echo f > f && setfattr -n user.kept -v 1 f');
+		const file = path.join(normal.files, 'layers', layer, 'f');
+		// As the store's owner: only they may set user.* attributes on its files.
+		const setfattr = ['setfattr', '-n', 'user.fuseoverlayfs.origin', '-v', '1', file];
+		await (user === 'root'
+			? execa('setfattr', setfattr.slice(1))
+			: execa('setpriv', [
+					'--reuid',
+					String(nobodyId),
+					'--regid',
+					String(nobodyId),
+					'--clear-groups',
+					...setfattr,
+				]));
+		const onDisk = await execa('getfattr', ['-d', '-m', '^user\\.', file]);
+		t.regex(onDisk.stdout, /user\.fuseoverlayfs\.origin="1"/);
+		const tar = path.join(sandbox.root, 'l.tar');
+		await exportLayer(t, normal, 'L', tar);
+		const contents = readFileSync(tar, 'latin1');
+		t.true(contents.includes('SCHILY.xattr.user.kept=1'));
+		t.false(contents.includes('fuseoverlayfs'));
+	});
+}
