@@ -53,10 +53,10 @@ whiteout (a character device 0/0, or in `whiteout-files-1` an empty file `.wh.NA
 `.wh.NAME` with the whiteout's owner and mtime, an opaque directory (`user.overlay.opaque=y`, or holding
 an empty `.wh..wh..opq`) gets an empty `.wh..wh..opq` right after it with the directory's, the marker
 itself is never written as a file, and the overlays' own attributes are left out. Any other entry whose
-name starts with `.wh.` is refused: a tar would turn it into a deletion. Entries are sorted byte-wise, owners are numeric (a rootless store's owner is
-uid and gid 0, as its runs saw it), mtimes are whole seconds, clamped to SOURCE_DATE_EPOCH when it is
-set: exporting the same layer twice gives the same bytes. The DiffID (sha256 of the uncompressed tar)
-and ChainID are recorded in the layer's record.
+name starts with `.wh.` is refused: a tar would turn it into a deletion. Entries are sorted byte-wise,
+owners are numeric (a rootless store's owner is uid and gid 0, as its runs saw it), mtimes are whole
+seconds, clamped to SOURCE_DATE_EPOCH when it is set: exporting the same layer twice gives the same
+bytes. The DiffID (sha256 of the uncompressed tar) and ChainID are recorded in the layer's record.
 
 With `flatten`, the tar is the whole stack (the layer's lowers and itself) as one layer over the source
 tree, merged by overlayfs's rules in one walk over all the layer trees at once; see writeDirectory.
@@ -581,6 +581,7 @@ function twiceInOneLayer(tree: LayerTree, directory: string, name: string): Stor
 	);
 }
 
+/** Whether a directory of a layer is opaque; fuse-overlayfs, the reader of `whiteout-files-1`, reads both marks. */
 function isOpaque(tree: LayerTree, relative: string): boolean {
 	if (tree.attributes.get(relative)?.get(opaqueXattr)?.toString() === 'y') {
 		return true;

@@ -77,20 +77,21 @@ wherever in the directory's entries it comes. In `whiteout-files-1` (a store on 
 entry's owner and mtime, mode 0600, as export writes it back.
 
 Node cannot make device nodes or fifos, and cannot set extended attributes, so those wait for the end:
-whiteout devices with the same owner and mtime share one inode (as overlayfs's own do), made by one `mknod`
-per thousand of them and hardlinked into place; fifos come from `mkfifo` (through xargs); every
+whiteout devices with the same owner and mtime share one inode (as overlayfs's own do), made by one
+`mknod` per thousand of them and hardlinked into place; fifos come from `mkfifo` (through xargs); every
 attribute from one `setfattr --restore` (run as the store's owner turned root in a user namespace when
 not root, as a user may not set attributes on a read-only file of its own). Directory modes and all
 directory mtimes come last, deepest first, so read-only directories can be filled first. Times before
 1970 become 1970.
 
-An archive is refused, with nothing left behind, when it would write outside the layer (absolute or
-`..` paths, paths through a symlink or a file, hardlinks to anything but an earlier regular file of the
+An archive is refused, with nothing left behind, when it would write outside the layer (absolute or `..`
+paths, paths through a symlink or a file, hardlinks to anything but an earlier regular file of the
 archive, symlinks pointing out of it unless allowed), would forge overlayfs's or fuse-overlayfs's own
-metadata (`user.overlay.*`, `trusted.overlay.*` or `user.fuseoverlayfs.*` attributes), holds device nodes, setuid or setgid files or file capabilities
-(unless allowed; directories keep their setgid bit, which only passes their group on), names a path
-twice, or is damaged. Owners are kept as root; in a rootless store everything belongs to its owner, who
-is uid 0 in its runs, entries owned by anyone else are counted, and only `user.*` attributes can be set.
+metadata (`user.overlay.*`, `trusted.overlay.*` or `user.fuseoverlayfs.*` attributes), holds device
+nodes, setuid or setgid files or file capabilities (unless allowed; directories keep their setgid bit,
+which only passes their group on), names a path twice, or is damaged. Owners are kept as root; in a
+rootless store everything belongs to its owner, who is uid 0 in its runs, entries owned by anyone else
+are counted, and only `user.*` attributes can be set.
 */
 
 /** Options of `importLayer`. */
