@@ -4,7 +4,6 @@ import {
 	closeSync,
 	constants,
 	createWriteStream,
-	type Dirent,
 	lstatSync,
 	openSync,
 	readdirSync,
@@ -22,6 +21,17 @@ import {MessageChannel, type MessagePort, receiveMessageOnPort, Worker} from 'no
 import {createGzip} from 'node:zlib';
 import {InvalidPathError, ScratchError, StoreError, UsageError} from '../errors.js';
 import {
+	type EntryKind,
+	isOpaqueMarker,
+	isOverlayMetadataXattr,
+	type LayerFormat,
+	opaqueMarker,
+	opaqueXattr,
+	whiteoutName,
+	whiteoutPrefix,
+	whiteoutTarget,
+} from '../store/layer-format.js';
+import {
 	addToLayerRecord,
 	type LayerRecord,
 	layerTreePath,
@@ -37,13 +47,16 @@ import {randomId} from '../system/random-id.js';
 import {endOfArchive, entryHeader, plainHeaderSize, type TarEntry, writePlainHeader} from './tar.js';
 
 /*
-`scratch export`: a layer as an OCI image layer tar (image-spec layer.md). The overlay upper format is
-translated on the way: a whiteout (character device 0/0) becomes an empty `.wh.NAME`, an opaque
-directory (`user.overlay.opaque=y`) gets an empty `.wh..wh..opq` right after it, and the overlay's own
-attributes are left out. Entries are sorted byte-wise, owners are numeric (a rootless store's owner is
-uid and gid 0, as its runs saw it), mtimes are whole seconds, clamped to SOURCE_DATE_EPOCH when it is
-set: exporting the same layer twice gives the same bytes. The DiffID (sha256 of the uncompressed tar)
-and ChainID are recorded in the layer's record.
+`scratch export`: a layer as an OCI image layer tar (image-spec layer.md). The store's layer format
+(layer-format.ts) is translated on the way, to the same tar for the same content whichever it is: a
+whiteout (a character device 0/0, or in `whiteout-files-1` an empty file `.wh.NAME`) becomes an empty
+`.wh.NAME` with the whiteout's owner and mtime, an opaque directory (`user.overlay.opaque=y`, or holding
+an empty `.wh..wh..opq`) gets an empty `.wh..wh..opq` right after it with the directory's, the marker
+itself is never written as a file, and the overlays' own attributes are left out. Any other entry whose
+name starts with `.wh.` is refused: a tar would turn it into a deletion. Entries are sorted byte-wise,
+owners are numeric (a rootless store's owner is uid and gid 0, as its runs saw it), mtimes are whole
+seconds, clamped to SOURCE_DATE_EPOCH when it is set: exporting the same layer twice gives the same
+bytes. The DiffID (sha256 of the uncompressed tar) and ChainID are recorded in the layer's record.
 
 With `flatten`, the tar is the whole stack (the layer's lowers and itself) as one layer over the source
 tree, merged by overlayfs's rules in one walk over all the layer trees at once; see writeDirectory.
@@ -105,7 +118,6 @@ export type ExportOptions = StoreOptions & {
 const slotSize = 256 * 1024;
 const slotCount = 16;
 const blockSize = 512;
-const opaqueMarker = '.wh..wh..opq';
 
 /*
 The worker: for each sealed slot, reads the files this thread left to it into their places, hashes the
@@ -381,6 +393,8 @@ class TarOutput {
 type LayerTree = {
 	id: string;
 	root: string;
+	/** How it records whiteouts and opaque directories: its store's format. */
+	format: LayerFormat;
 	attributes: Map<string, Map<string, Buffer>>;
 };
 
@@ -489,24 +503,96 @@ function entryStats(file: string): EntryStats {
 
 /** One name in a directory of the merged stack: what the topmost layer having it holds there. */
 type MergedEntry = {
+	/** The name it stands for: for a whiteout, the name it deletes. */
 	name: string;
 	/** The name written: `.wh.NAME` for a whiteout. */
 	key: string;
+	/** Whether it is a whiteout (a 0/0 device, or a `.wh.NAME` file in `whiteout-files-1`). */
+	whiteout: boolean;
 	/** The topmost layer having it. */
 	tree: LayerTree;
 	stats: EntryStats;
-	/** The same name in the lower layers that merge this directory, top first. */
-	below: ReadonlyArray<{tree: LayerTree; entry: Dirent}>;
+	/** The same name in the lower layers that merge this directory, top first: whether it is a directory there. */
+	below: ReadonlyArray<{tree: LayerTree; directory: boolean}>;
 };
 
 const nothingBelow: MergedEntry['below'] = [];
 
-function isWhiteout(stats: EntryStats): boolean {
-	return stats.type === constants.S_IFCHR && stats.rdev === 0;
+/** What `whiteoutTarget` and `isOpaqueMarker` need to know of an entry, from what the walk keeps. */
+function entryKind(stats: EntryStats): EntryKind {
+	return {
+		isCharacterDevice: () => stats.type === constants.S_IFCHR,
+		isFile: () => stats.type === constants.S_IFREG,
+		rdev: stats.rdev,
+		size: stats.size,
+	};
 }
 
+/**
+What a layer entry named `rawName` stands for in its directory: a whiteout of a name, the opaque marker
+(which is no entry of its own: its directory is opaque), or itself. A name starting with `.wh.` that is
+neither cannot be written into an OCI layer tar, where every such name is a deletion: the export fails
+rather than turn it into one.
+*/
+function classifyEntry(
+	tree: LayerTree,
+	directory: string,
+	rawName: string,
+	stats: EntryStats,
+): {name: string; whiteout: boolean} | undefined {
+	const mayBeSpecial = rawName.startsWith(whiteoutPrefix) || stats.type === constants.S_IFCHR;
+	if (!mayBeSpecial) {
+		return {name: rawName, whiteout: false};
+	}
+
+	const kind = entryKind(stats);
+	if (isOpaqueMarker(tree.format, rawName, kind)) {
+		// The layer's root cannot be opaque (import refuses such a marker): there it means nothing.
+		return undefined;
+	}
+
+	const target = whiteoutTarget(tree.format, rawName, kind);
+	if (target?.startsWith(whiteoutPrefix)) {
+		const relative = directory === '' ? target : `${directory}/${target}`;
+		throw new StoreError(
+			`cannot export layer ${tree.id}: it deletes ${relative}, which an OCI layer tar cannot express (its whiteout would be ${whiteoutPrefix}${target}, which importers refuse); make the stack without ${whiteoutPrefix} files`,
+		);
+	}
+
+	if (target !== undefined) {
+		return {name: target, whiteout: true};
+	}
+
+	if (rawName.startsWith(whiteoutPrefix)) {
+		const relative = directory === '' ? rawName : `${directory}/${rawName}`;
+		throw new StoreError(
+			`cannot export ${relative} of layer ${tree.id}: its name starts with ${whiteoutPrefix}, which an OCI layer tar reserves for deletions, and it is not one (${tree.format === 'whiteout-files-1' ? 'not an empty regular file' : 'not a 0/0 character device'}); make the layer without it (rename the file in the command that writes it)`,
+		);
+	}
+
+	return {name: rawName, whiteout: false};
+}
+
+/** A layer that has both a name and a whiteout of it in one directory is damaged: which one counts? */
+function twiceInOneLayer(tree: LayerTree, directory: string, name: string): StoreError {
+	const relative = directory === '' ? name : `${directory}/${name}`;
+	return new StoreError(
+		`cannot export layer ${tree.id}: it holds both ${relative} and its whiteout ${whiteoutName(tree.format, name)} beside it; the store is damaged, remove the layer (scratch rm) and make it again`,
+	);
+}
+
+/** Whether a directory of a layer is opaque; fuse-overlayfs, the reader of `whiteout-files-1`, reads both marks. */
 function isOpaque(tree: LayerTree, relative: string): boolean {
-	return tree.attributes.get(relative)?.get('user.overlay.opaque')?.toString() === 'y';
+	if (tree.attributes.get(relative)?.get(opaqueXattr)?.toString() === 'y') {
+		return true;
+	}
+
+	if (tree.format !== 'whiteout-files-1') {
+		return false;
+	}
+
+	const marker = lstatSync(`${tree.root}/${relative}/${opaqueMarker}`, {throwIfNoEntry: false});
+	return marker !== undefined && isOpaqueMarker(tree.format, opaqueMarker, marker);
 }
 
 function byKey(a: MergedEntry, b: MergedEntry): number {
@@ -517,9 +603,35 @@ function byKey(a: MergedEntry, b: MergedEntry): number {
 function listTree(tree: LayerTree, directory: string): MergedEntry[] {
 	const listed: MergedEntry[] = [];
 	const full = directory === '' ? tree.root : `${tree.root}/${directory}`;
-	for (const name of readdirSync(full)) {
-		const stats = entryStats(`${full}/${name}`);
-		listed.push({name, key: isWhiteout(stats) ? `.wh.${name}` : name, tree, stats, below: nothingBelow});
+	let deletesByFile = false;
+	for (const rawName of readdirSync(full)) {
+		const stats = entryStats(`${full}/${rawName}`);
+		const entry = classifyEntry(tree, directory, rawName, stats);
+		if (entry === undefined) {
+			continue;
+		}
+
+		const {name, whiteout} = entry;
+		deletesByFile ||= whiteout && name !== rawName;
+		listed.push({
+			name,
+			key: whiteout ? `${whiteoutPrefix}${name}` : name,
+			whiteout,
+			tree,
+			stats,
+			below: nothingBelow,
+		});
+	}
+
+	if (deletesByFile) {
+		const names = new Set<string>();
+		for (const {name} of listed) {
+			if (names.has(name)) {
+				throw twiceInOneLayer(tree, directory, name);
+			}
+
+			names.add(name);
+		}
 	}
 
 	return listed.sort(byKey);
@@ -531,19 +643,39 @@ function listMerged(directory: string, trees: readonly LayerTree[]): MergedEntry
 		return listTree(trees[0] as LayerTree, directory);
 	}
 
-	const merged = new Map<string, MergedEntry & {below: Array<{tree: LayerTree; entry: Dirent}>}>();
+	const merged = new Map<string, MergedEntry & {below: Array<{tree: LayerTree; directory: boolean}>}>();
 	for (const tree of trees) {
 		const full = directory === '' ? tree.root : `${tree.root}/${directory}`;
-		for (const entry of readdirSync(full, {withFileTypes: true})) {
-			const found = merged.get(entry.name);
-			if (found) {
-				found.below.push({tree, entry});
+		for (const dirent of readdirSync(full, {withFileTypes: true})) {
+			const rawName = dirent.name;
+			// Only names that may be whiteouts or markers need their lstat before the lookup.
+			const special = rawName.startsWith(whiteoutPrefix) || dirent.isCharacterDevice();
+			let stats = special ? entryStats(`${full}/${rawName}`) : undefined;
+			const entry = stats ? classifyEntry(tree, directory, rawName, stats) : {name: rawName, whiteout: false};
+			if (entry === undefined) {
 				continue;
 			}
 
-			const stats = entryStats(`${full}/${entry.name}`);
-			const name = entry.name;
-			merged.set(name, {name, key: isWhiteout(stats) ? `.wh.${name}` : name, tree, stats, below: []});
+			const {name, whiteout} = entry;
+			const found = merged.get(name);
+			if (found) {
+				if (found.tree === tree) {
+					throw twiceInOneLayer(tree, directory, name);
+				}
+
+				found.below.push({tree, directory: !whiteout && dirent.isDirectory()});
+				continue;
+			}
+
+			stats ??= entryStats(`${full}/${rawName}`);
+			merged.set(name, {
+				name,
+				key: whiteout ? `${whiteoutPrefix}${name}` : name,
+				whiteout,
+				tree,
+				stats,
+				below: [],
+			});
 		}
 	}
 
@@ -562,7 +694,7 @@ function mergeDirectory(item: MergedEntry, relative: string): {opaque: boolean; 
 	}
 
 	for (const lower of item.below) {
-		if (!lower.entry.isDirectory()) {
+		if (!lower.directory) {
 			return {opaque: true, trees};
 		}
 
@@ -603,13 +735,7 @@ function* writeHeader(output: TarOutput, entry: TarEntry): Generator<Buffer, voi
 /** An entry's own extended attributes: those of the layer tree, less the overlay's. */
 function userXattrs(tree: LayerTree, relative: string): Map<string, Buffer> | undefined {
 	const attributes = tree.attributes.get(relative);
-	return attributes
-		? new Map(
-				[...attributes].filter(
-					([key]) => !key.startsWith('user.overlay.') && !key.startsWith('trusted.overlay.'),
-				),
-			)
-		: undefined;
+	return attributes ? new Map([...attributes].filter(([key]) => !isOverlayMetadataXattr(key))) : undefined;
 }
 
 /** Zeros after `size` bytes of content, up to a whole block. */
@@ -650,8 +776,16 @@ function* writeDirectory(
 		let entry: TarEntry;
 		let merging: {opaque: boolean; trees: LayerTree[]} | undefined;
 		let content = 0;
-		if (isWhiteout(stats)) {
-			entry = {path: `${prefix}.wh.${name}`, type: 'file', mode: 0o600, uid, gid, mtime, size: 0};
+		if (item.whiteout) {
+			entry = {
+				path: `${prefix}${whiteoutPrefix}${name}`,
+				type: 'file',
+				mode: 0o600,
+				uid,
+				gid,
+				mtime,
+				size: 0,
+			};
 		} else if (stats.type === constants.S_IFDIR) {
 			const xattrs = userXattrs(tree, relative);
 			entry = {
@@ -869,6 +1003,7 @@ async function writeLayersTar(
 		const trees = topFirst.map((layer) => ({
 			id: layer.id,
 			root: layerTreePath(store, layer.id),
+			format: store.layerFormat,
 			attributes: attributes.get(layer.id) ?? new Map<string, Map<string, Buffer>>(),
 		}));
 		const context: WalkContext = {

@@ -36,6 +36,14 @@ import {
 	UsageError,
 } from '../errors.js';
 import {
+	isOverlayMetadataXattr,
+	type LayerFormat,
+	opaqueMarker,
+	opaqueXattr,
+	whiteoutName,
+	whiteoutPrefix,
+} from '../store/layer-format.js';
+import {
 	checkStackDepth,
 	commitLayer,
 	findLayerByChainId,
@@ -62,24 +70,28 @@ import {displayName, type TarHandler, type TarReadEntry, TarReader} from './tar-
 export. The archive is read as a stream and each file written as its bytes arrive, into a tree under a
 leased directory in the store's `tmp/` (so a killed import leaves only what `scratch gc` removes); the
 DiffID is the sha256 of the uncompressed bytes, hashed on the way. The OCI format is translated to the
-overlay upper format: `.wh.NAME` becomes a whiteout (a character device 0/0) named NAME, `.wh..wh..opq`
-marks its directory opaque (`user.overlay.opaque=y`), wherever in the directory's entries it comes.
+store's layer format (layer-format.ts). In `overlay-userxattr-1`, `.wh.NAME` becomes a whiteout (a
+character device 0/0) named NAME and `.wh..wh..opq` marks its directory opaque (`user.overlay.opaque=y`),
+wherever in the directory's entries it comes. In `whiteout-files-1` (a store on overlayfs, which makes no
+0/0 devices) both stay what they are in the tar, empty files, written as they come: a whiteout with the
+entry's owner and mtime, mode 0600, as export writes it back.
 
 Node cannot make device nodes or fifos, and cannot set extended attributes, so those wait for the end:
-whiteouts with the same owner and mtime share one inode (as overlayfs's own do), made by one `mknod`
-per thousand of them and hardlinked into place; fifos come from `mkfifo` (through xargs); every
+whiteout devices with the same owner and mtime share one inode (as overlayfs's own do), made by one
+`mknod` per thousand of them and hardlinked into place; fifos come from `mkfifo` (through xargs); every
 attribute from one `setfattr --restore` (run as the store's owner turned root in a user namespace when
 not root, as a user may not set attributes on a read-only file of its own). Directory modes and all
 directory mtimes come last, deepest first, so read-only directories can be filled first. Times before
 1970 become 1970.
 
-An archive is refused, with nothing left behind, when it would write outside the layer (absolute or
-`..` paths, paths through a symlink or a file, hardlinks to anything but an earlier regular file of the
-archive, symlinks pointing out of it unless allowed), would forge overlayfs's own metadata (`user.overlay.*`
-or `trusted.overlay.*` attributes), holds device nodes, setuid or setgid files or file capabilities
-(unless allowed; directories keep their setgid bit, which only passes their group on), names a path
-twice, or is damaged. Owners are kept as root; in a rootless store everything belongs to its owner, who
-is uid 0 in its runs, entries owned by anyone else are counted, and only `user.*` attributes can be set.
+An archive is refused, with nothing left behind, when it would write outside the layer (absolute or `..`
+paths, paths through a symlink or a file, hardlinks to anything but an earlier regular file of the
+archive, symlinks pointing out of it unless allowed), would forge overlayfs's or fuse-overlayfs's own
+metadata (`user.overlay.*`, `trusted.overlay.*` or `user.fuseoverlayfs.*` attributes), holds device
+nodes, setuid or setgid files or file capabilities (unless allowed; directories keep their setgid bit,
+which only passes their group on), names a path twice, or is damaged. Owners are kept as root; in a
+rootless store everything belongs to its owner, who is uid 0 in its runs, entries owned by anyone else
+are counted, and only `user.*` attributes can be set.
 */
 
 /** Options of `importLayer`. */
@@ -134,10 +146,9 @@ export type TarImport = {
 /** What an import made: that, with the layer's id and the name now pointing at it. */
 export type LayerImport = Omit<TarImport, 'layer'> & {layer: string; name: string};
 
-const opaqueMarker = '.wh..wh..opq';
-const whiteoutPrefix = '.wh.';
 const whiteoutLinksPerInode = 1000;
-const opaqueXattr = 'user.overlay.opaque';
+/** The mode of a whiteout or opaque marker file (`whiteout-files-1`); export writes whiteouts with it. */
+const markerFileMode = 0o600;
 
 /** What the archive made at a path so far; `implicit` is a directory made for an entry below it. */
 type Kind = 'directory' | 'implicit' | 'file' | 'symlink' | 'whiteout' | 'fifo';
@@ -295,6 +306,7 @@ class LayerExtractor implements TarHandler {
 	ownersMapped = 0;
 
 	private readonly tree: string;
+	private readonly format: LayerFormat;
 	private readonly treePrefix: Buffer;
 	private readonly workDirectory: string;
 	private readonly asRoot = process.geteuid?.() === 0;
@@ -315,9 +327,14 @@ class LayerExtractor implements TarHandler {
 	constructor(
 		tree: string,
 		workDirectory: string,
-		{keepSetid, allowOutsideSymlinks}: {keepSetid: boolean; allowOutsideSymlinks: boolean},
+		{
+			format,
+			keepSetid,
+			allowOutsideSymlinks,
+		}: {format: LayerFormat; keepSetid: boolean; allowOutsideSymlinks: boolean},
 	) {
 		this.tree = tree;
+		this.format = format;
 		this.treePrefix = Buffer.from(`${tree}/`, 'utf8');
 		this.workDirectory = workDirectory;
 		this.keepSetid = keepSetid;
@@ -470,10 +487,10 @@ class LayerExtractor implements TarHandler {
 		}
 
 		for (const name of entry.xattrs.keys()) {
-			if (/^(user|trusted)\.overlay\./.test(name)) {
+			if (isOverlayMetadataXattr(name)) {
 				throw refuse(
 					entry.path,
-					`carries the extended attribute ${displayName(name)}, which overlayfs reads as its own metadata (opaque marks, redirects); archives may not set it`,
+					`carries the extended attribute ${displayName(name)}, which ${name.startsWith('user.fuseoverlayfs.') ? 'fuse-overlayfs' : 'overlayfs'} reads as its own metadata (opaque marks, redirects); archives may not set it`,
 				);
 			}
 		}
@@ -555,6 +572,9 @@ class LayerExtractor implements TarHandler {
 		}
 
 		this.opaque.add(parent);
+		if (this.format === 'whiteout-files-1') {
+			this.makeMarkerFile(`${parent}/${opaqueMarker}`, entry);
+		}
 	}
 
 	private addWhiteout(entry: TarReadEntry, parent: string, name: string): void {
@@ -580,9 +600,35 @@ class LayerExtractor implements TarHandler {
 		}
 
 		this.kinds.set(relative, 'whiteout');
-		this.whiteouts.push({path: relative, uid: entry.uid, gid: entry.gid, mtime: entry.mtime});
+		if (this.format === 'whiteout-files-1') {
+			const file = whiteoutName(this.format, name);
+			this.makeMarkerFile(parent ? `${parent}/${file}` : file, entry);
+		} else {
+			this.whiteouts.push({path: relative, uid: entry.uid, gid: entry.gid, mtime: entry.mtime});
+		}
+
 		this.counts.deletions++;
 		this.noteOwner(entry);
+	}
+
+	/** An empty file standing for a whiteout or an opaque mark (`whiteout-files-1`), with the entry's owner and mtime. */
+	private makeMarkerFile(relative: string, entry: TarReadEntry): void {
+		const fd = openSync(
+			this.fsPath(relative),
+			constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW,
+			markerFileMode,
+		);
+		try {
+			if (this.asRoot) {
+				fchownSync(fd, entry.uid, entry.gid);
+			}
+
+			// Whatever the umask.
+			fchmodSync(fd, markerFileMode);
+			futimesSync(fd, fileTime(entry.mtime), fileTime(entry.mtime));
+		} finally {
+			closeSync(fd);
+		}
 	}
 
 	private checkXattrs(entry: TarReadEntry): void {
@@ -834,9 +880,9 @@ class LayerExtractor implements TarHandler {
 		}
 	}
 
-	/** Every extended attribute, and the opaque marks, with one setfattr. */
+	/** Every extended attribute, and the opaque marks (as attributes in `overlay-userxattr-1`), with one setfattr. */
 	private async applyXattrs(tools: Tools): Promise<void> {
-		if (this.opaque.size > 0) {
+		if (this.opaque.size > 0 && this.format === 'overlay-userxattr-1') {
 			const marks = [...this.opaque]
 				.map((relative) => `# file: ${quoteForSetfattr(`./${relative}`)}\n${opaqueXattr}=0x79\n\n`)
 				.join('');
@@ -978,6 +1024,7 @@ export async function importTarIntoStore(
 		}
 
 		extractor = new LayerExtractor(tree, workDirectory, {
+			format: store.layerFormat,
 			keepSetid: options.keepSetid ?? false,
 			allowOutsideSymlinks: options.allowOutsideSymlinks ?? false,
 		});

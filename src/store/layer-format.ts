@@ -66,3 +66,17 @@ export function isOpaqueMarker(format: LayerFormat, name: string, stats: Pick<En
 export function whiteoutName(format: LayerFormat, name: string): string {
 	return format === 'whiteout-files-1' ? `${whiteoutPrefix}${name}` : name;
 }
+
+/**
+Whether an extended attribute is overlay metadata rather than a file's own: overlayfs's
+(`user.overlay.*`, `trusted.overlay.*`: opaque marks, redirects, origins) and fuse-overlayfs's
+(`user.fuseoverlayfs.*`). Either kind of overlay reads them from any layer, whatever the store's format,
+so they never travel in a layer tar: export leaves them out and import refuses them.
+*/
+export function isOverlayMetadataXattr(name: string): boolean {
+	return (
+		name.startsWith('user.overlay.') ||
+		name.startsWith('trusted.overlay.') ||
+		name.startsWith('user.fuseoverlayfs.')
+	);
+}
