@@ -1,4 +1,5 @@
 import yargs, {type Argv} from 'yargs';
+import {runDoctor} from '../doctor/doctor.js';
 import {UsageError} from '../errors.js';
 import {diffLayer} from '../layer/diff.js';
 import {squashLayer} from '../layer/squash.js';
@@ -20,6 +21,7 @@ import {
 } from '../workspace/workspaces.js';
 import {createProgress, labelledProgress} from './progress.js';
 import {renderDiff} from './render-diff.js';
+import {renderDoctorReport} from './render-doctor.js';
 import {
 	formatBytes,
 	formatCommand,
@@ -278,6 +280,19 @@ export async function main(argv: readonly string[]): Promise<number> {
 					dryRun: options['dry-run'],
 				});
 				print(options.json, report, renderGcReport);
+			},
+		)
+		.command(
+			'doctor',
+			'What works here: kernel overlay, user namespaces, fuse-overlayfs, the store, limits; tries each backend',
+			(command) =>
+				storeOption(command).epilogue(
+					'Exit status: 0 when at least one backend can isolate runs here, 1 when none can, 2 usage error.',
+				),
+			async (options) => {
+				const report = await runDoctor(storeOf(options));
+				print(options.json, report, renderDoctorReport);
+				exitCode = report.works ? 0 : 1;
 			},
 		)
 		.command(
@@ -617,6 +632,7 @@ export async function main(argv: readonly string[]): Promise<number> {
 				'import',
 				'push',
 				'pull',
+				'doctor',
 				'ws',
 			];
 			const [first, second] = argv;
