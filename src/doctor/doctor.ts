@@ -7,7 +7,6 @@ import {
 	type BackendName,
 	backendProblem,
 	chooseBackend,
-	describePassedOver,
 	type HostFacts,
 	readHostFacts,
 } from '../run/backend.js';
@@ -178,7 +177,7 @@ async function probeAndTry(
 			directory: probe.directory,
 			where: probe.where,
 			sameFilesystem: probe.sameFilesystem,
-			...(probe.sameFilesystem ? {} : {note: probeNote(probe, store)}),
+			...(probe.sameFilesystem && probe.where !== 'system-tmp' ? {} : {note: probeNote(probe, store)}),
 			removed: removal.removed,
 			...(removal.problem ? {problem: removal.problem} : {}),
 		},
@@ -234,8 +233,11 @@ function probeNote(probe: Probe, store: StoreReport): string {
 		store.problem ??
 		(probe.notes.length > 0
 			? probe.notes.join('; ')
-			: "the store's nearest existing directory cannot be written, or is on another file system than the store");
-	return `the trials ran in ${path.dirname(probe.directory)}, not on the store's file system (${store.filesystem}): ${reason}`;
+			: "the store's nearest existing directory cannot be written, or is on another file system");
+	const where = probe.sameFilesystem
+		? `not where the store is (but on the same file system, ${store.filesystem})`
+		: `not on the store's file system (${store.filesystem})`;
+	return `the trials ran in ${path.dirname(probe.directory)}, ${where}: ${reason}`;
 }
 
 function withUserxattr(checks: DoctorCheck[], userxattr: DoctorCheck): DoctorCheck[] {
@@ -285,6 +287,16 @@ function userxattrCheck(
 	return {...check, ok: null, detail: `not tried: ${reasons.join('; ')}`};
 }
 
+/** `kernel and userns: PROBLEM; fuse: OTHER`: each distinct problem once, after the backends it stops. */
+export function describeProblems(passedOver: AutoReport['passedOver']): string {
+	const byProblem = new Map<string, BackendName[]>();
+	for (const {backend, problem} of passedOver) {
+		byProblem.set(problem, [...(byProblem.get(problem) ?? []), backend]);
+	}
+
+	return [...byProblem].map(([problem, backends]) => `${backends.join(' and ')}: ${problem}`).join('; ');
+}
+
 /** What `--backend auto` picks here: by the facts (as `scratch run` does) and in reality (facts and trials). */
 export function decideAuto(
 	facts: HostFacts,
@@ -310,13 +322,16 @@ export function decideAuto(
 		passedOver.push({backend: name, problem: report?.problem ?? 'not checked'});
 	}
 
-	const why = passedOver.length > 0 ? ` (passed over ${describePassedOver(passedOver)})` : '';
+	const why = passedOver.length > 0 ? `, passing over ${describeProblems(passedOver)}` : '';
 	let summary =
 		backend === null
-			? `no backend can isolate a run here: ${describePassedOver(passedOver)}`
+			? `no backend can isolate a run here: ${describeProblems(passedOver)}`
 			: `auto picks ${backend}${why}`;
-	if (backend !== null && factsPick !== backend) {
-		summary += `; but scratch run --backend auto goes by the facts alone and ${factsPick === null ? 'refuses to run' : `would take ${factsPick}, whose trial failed`}: pass --backend ${backend}`;
+	if (factsPick !== null && factsPick !== backend) {
+		// scratch run does not try: it takes the first backend the facts allow.
+		summary += `; but scratch run --backend auto goes by the facts alone and would take ${factsPick} and fail${backend === null ? '' : `: pass --backend ${backend}`}`;
+	} else if (factsPick === null && backend !== null) {
+		summary += `; but scratch run --backend auto goes by the facts alone and would refuse to run: pass --backend ${backend}`;
 	}
 
 	return {backend, passedOver, factsPick, summary};
