@@ -512,6 +512,7 @@ const autoCases: Array<{
 	backend: BackendReport['backend'] | null;
 	factsPick: BackendReport['backend'] | null;
 	summary: RegExp;
+	store?: {root: string; filesystem: string; layerFormat: 'overlay-userxattr-1' | 'whiteout-files-1'};
 }> = [
 	{
 		title: 'root where everything works',
@@ -533,9 +534,10 @@ const autoCases: Array<{
 		title: 'a store on overlayfs',
 		facts: {euid: 0},
 		backends: [backend('kernel', 'on overlayfs'), backend('userns', 'on overlayfs'), backend('fuse')],
+		store: {root: '/s', filesystem: 'overlayfs', layerFormat: 'whiteout-files-1'},
 		backend: 'fuse',
-		factsPick: 'kernel',
-		summary: /^auto picks fuse, passing over kernel and userns: on overlayfs; but scratch run/,
+		factsPick: 'fuse',
+		summary: /^auto picks fuse, passing over kernel and userns: on overlayfs$/,
 	},
 	{
 		title: 'a trial that failed where the facts were fine',
@@ -564,9 +566,9 @@ const autoCases: Array<{
 	},
 ];
 
-for (const {title, facts, backends, backend: expected, factsPick, summary} of autoCases) {
+for (const {title, facts, backends, backend: expected, factsPick, summary, store} of autoCases) {
 	test(`auto's pick: ${title}`, (t) => {
-		const auto = decideAuto({...goodHost, ...facts}, backends);
+		const auto = decideAuto({...goodHost, ...facts}, backends, store);
 		t.is(auto.backend, expected);
 		t.is(auto.factsPick, factsPick);
 		t.regex(auto.summary, summary);
@@ -962,7 +964,8 @@ for (const user of users) {
 			},
 		});
 		t.is(report.auto.backend, 'fuse');
-		t.regex(report.auto.summary, /^auto picks fuse, passing over .*on overlayfs/);
+		t.regex(report.auto.summary, /^auto picks fuse, passing over .*on overlayfs[^;]*$/);
+		t.is(report.auto.factsPick, 'fuse', 'scratch run makes the same pick');
 		t.is(checkOf(report, 'store-filesystem')?.ok, false);
 		t.regex(checkOf(report, 'store-filesystem')?.detail ?? '', /^overlayfs: .*auto takes fuse$/);
 		t.is(checkOf(report, 'userxattr')?.ok, null);
@@ -1107,7 +1110,7 @@ test('a trial that does not finish in time is killed and reported, and leaves no
 		});
 		t.like(
 			trial,
-			{ok: false, timedOut: true, problem: 'the trial run did not finish within 1500 ms and was killed'},
+			{ok: false, timedOut: true, problem: 'it did not finish within 1500 ms and was killed'},
 			backendName,
 		);
 		t.true(await eventually(() => processesWith(marker).length === 0), `${backendName}: the command is gone`);
@@ -1132,7 +1135,7 @@ test('runDoctor with a timeout no trial can meet reports every trial killed, wor
 	t.false(report.works);
 	for (const found of report.backends) {
 		t.like(found, {ok: false, trial: {ok: false, timedOut: true}}, found.backend);
-		t.is(found.problem, 'its trial run failed: the trial run did not finish within 1 ms and was killed');
+		t.is(found.problem, 'its trial run failed: it did not finish within 1 ms and was killed');
 	}
 
 	t.is(report.auto.backend, null);
@@ -1148,6 +1151,77 @@ test('runDoctor with a timeout no trial can meet reports every trial killed, wor
 		true,
 	);
 });
+
+/** The probe dir a running doctor made in `parent`, once its first trial has begun. */
+function probeWithTrial(parent: string, prefix: string, firstTrial: string): string | undefined {
+	for (const name of existsSync(parent) ? readdirSync(parent) : []) {
+		if (name.startsWith(prefix) && existsSync(path.join(parent, name, firstTrial))) {
+			return path.join(parent, name);
+		}
+	}
+
+	return undefined;
+}
+
+/**
+Resolve true once a running doctor has begun its first trial (kernel as root, userns as nobody) in a probe
+dir under `parent`, false if it exits first. Slow on a loaded machine, so the deadline is generous.
+*/
+async function duringFirstTrial(
+	doctor: ReturnType<typeof scratch>,
+	parent: string,
+	prefix: string,
+	user: 'root' | 'nobody',
+): Promise<boolean> {
+	let exited = false;
+	void doctor.finally(() => {
+		exited = true;
+	});
+	const firstTrial = user === 'root' ? 'kernel' : 'userns';
+	const found = () => probeWithTrial(parent, prefix, firstTrial) !== undefined;
+	await eventually(() => exited || found(), 60_000);
+	return found() && !exited;
+}
+
+for (const user of users) {
+	test(`doctor interrupted by SIGTERM during a trial removes what it made and exits 143 (${user})`, async (t) => {
+		const sandbox = makeSandbox(t, user);
+		const before = snapshot(sandbox);
+		const doctor = scratch(sandbox, ['doctor', '--store', sandbox.store]);
+		t.true(
+			await duringFirstTrial(doctor, sandbox.root, 'scratch-doctor-', user),
+			'caught doctor in its first trial',
+		);
+		doctor.kill('SIGTERM');
+		const result = await doctor;
+		t.is(result.exitCode, 143, String(result.stderr));
+		t.is(String(result.stderr), 'scratch: doctor was interrupted; what its trials made was removed');
+		t.is(String(result.stdout), '');
+		t.false(existsSync(sandbox.store));
+		await assertNoTrace(t, sandbox, before);
+	});
+
+	test(`doctor killed with SIGKILL during a trial leaves only a leased dir in tmp/, which gc removes (${user})`, async (t) => {
+		const sandbox = makeSandbox(t, user);
+		await makeStore(t, sandbox);
+		t.true(await eventually(() => storeLeftovers(sandbox.store).length === 0));
+		const tmp = path.join(sandbox.store, 'tmp');
+		const doctor = scratch(sandbox, ['doctor', '--store', sandbox.store]);
+		t.true(await duringFirstTrial(doctor, tmp, 'doctor.', user), 'caught doctor in its first trial');
+		doctor.kill('SIGKILL');
+		const result = await doctor;
+		t.is(result.signal, 'SIGKILL');
+		// The trial's namespace dies with doctor (setpriv --pdeathsig), its mounts with the namespace.
+		t.true(await eventually(() => processesWorkingUnder(sandbox.root).length === 0, 3000), 'no process left');
+		t.deepEqual(hostMountsUnder(sandbox.root), []);
+		t.deepEqual(readdirSync(tmp).length, 1);
+		const gc = await scratch(sandbox, ['gc', '--store', sandbox.store]);
+		t.is(gc.exitCode, 0, String(gc.stderr));
+		t.true(await eventually(() => storeLeftovers(sandbox.store).length === 0), 'gc removed the probe dir');
+		const after = await doctorJson(sandbox, sandbox.store);
+		t.is(after.exitCode, 0);
+	});
+}
 
 test('doctor takes no positional arguments or unknown options (exit 2)', async (t) => {
 	const sandbox = makeSandbox(t, 'root');

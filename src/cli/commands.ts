@@ -1,3 +1,4 @@
+import os from 'node:os';
 import yargs, {type Argv} from 'yargs';
 import {runDoctor} from '../doctor/doctor.js';
 import {UsageError} from '../errors.js';
@@ -290,9 +291,34 @@ export async function main(argv: readonly string[]): Promise<number> {
 					'Exit status: 0 when at least one backend can isolate runs here, 1 when none can, 2 usage error.',
 				),
 			async (options) => {
-				const report = await runDoctor(storeOf(options));
-				print(options.json, report, renderDoctorReport);
-				exitCode = report.works ? 0 : 1;
+				// An interrupted doctor removes what its trials made before it exits 128+N.
+				const controller = new AbortController();
+				let received: NodeJS.Signals | undefined;
+				const stop = (signal: NodeJS.Signals) => {
+					received ??= signal;
+					controller.abort();
+				};
+				const signals = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
+				for (const signal of signals) {
+					process.on(signal, stop);
+				}
+
+				try {
+					const report = await runDoctor({...storeOf(options), signal: controller.signal});
+					print(options.json, report, renderDoctorReport);
+					exitCode = report.works ? 0 : 1;
+				} catch (error) {
+					if (!received) {
+						throw error;
+					}
+
+					reportError(error, {verbose: options.verbose});
+					exitCode = 128 + os.constants.signals[received];
+				} finally {
+					for (const signal of signals) {
+						process.off(signal, stop);
+					}
+				}
 			},
 		)
 		.command(

@@ -1,7 +1,7 @@
 import {mkdirSync, writeFileSync} from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import {describeSystemError} from '../errors.js';
+import {describeSystemError, ScratchError} from '../errors.js';
 import {
 	autoOrder,
 	type BackendName,
@@ -42,6 +42,11 @@ export type DoctorOptions = {
 	store?: string;
 	/** Kill a trial run that has not finished after this many milliseconds. Default: 30,000. */
 	trialTimeoutMs?: number;
+	/**
+	Aborting it stops doctor: the running trial is killed, no other starts, everything made is removed,
+	and `runDoctor` rejects with a ScratchError.
+	*/
+	signal?: AbortSignal;
 };
 
 const backendNames: readonly BackendName[] = ['kernel', 'userns', 'fuse'];
@@ -73,7 +78,14 @@ export async function runDoctor(options: DoctorOptions = {}): Promise<DoctorRepo
 	const {trials, unchecked, probe} = await probeAndTry(inspection, programs, {
 		timeoutMs: options.trialTimeoutMs ?? defaultTrialTimeoutMs,
 		backends: backendNames.filter((backend) => !factsProblems.get(backend)),
+		...(options.signal ? {signal: options.signal} : {}),
 	});
+	if (options.signal?.aborted) {
+		throw new ScratchError(
+			`doctor was interrupted; ${probe.removed ? 'what its trials made was removed' : (probe.problem ?? `${probe.directory} is left`)}`,
+		);
+	}
+
 	const backends: BackendReport[] = backendNames.map((backend) => {
 		const factsProblem = factsProblems.get(backend);
 		const trial = trials.get(backend) ?? null;
@@ -134,7 +146,7 @@ something throws.
 async function probeAndTry(
 	inspection: StoreInspection,
 	programs: readonly ProgramReport[],
-	{timeoutMs, backends}: {timeoutMs: number; backends: readonly BackendName[]},
+	{timeoutMs, backends, signal}: {timeoutMs: number; backends: readonly BackendName[]; signal?: AbortSignal},
 ): Promise<{
 	trials: Map<BackendName, TrialReport>;
 	unchecked: {dType?: string; userXattr?: string};
@@ -161,9 +173,19 @@ async function probeAndTry(
 	try {
 		await checkFileSystem(probe, store, programs, unchecked, inspection.existing);
 		for (const backend of backends) {
+			if (signal?.aborted) {
+				break;
+			}
+
 			trials.set(
 				backend,
-				await runTrial({backend, probeDirectory: probe.directory, layerFormat: store.layerFormat, timeoutMs}),
+				await runTrial({
+					backend,
+					probeDirectory: probe.directory,
+					layerFormat: store.layerFormat,
+					timeoutMs,
+					...(signal ? {signal} : {}),
+				}),
 			);
 		}
 	} finally {

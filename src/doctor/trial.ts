@@ -44,17 +44,31 @@ export type TrialOptions = {
 	timeoutMs: number;
 	/** Another command, for tests of the timeout. */
 	command?: string[];
+	/** Aborting it kills the trial at once, as the timeout does. */
+	signal?: AbortSignal;
 };
 
-async function within<T>(promise: Promise<T>, milliseconds: number): Promise<T | undefined> {
+/** The promise's value, or undefined when it took longer than `milliseconds` (or `signal` was aborted). */
+async function within<T>(
+	promise: Promise<T>,
+	milliseconds: number,
+	signal?: AbortSignal,
+): Promise<T | undefined> {
 	let timer: NodeJS.Timeout | undefined;
+	let stop = () => {};
 	const expired = new Promise<undefined>((resolve) => {
-		timer = setTimeout(() => resolve(undefined), milliseconds);
+		stop = () => resolve(undefined);
+		timer = setTimeout(stop, milliseconds);
+		signal?.addEventListener('abort', stop, {once: true});
+		if (signal?.aborted) {
+			stop();
+		}
 	});
 	try {
 		return await Promise.race([promise, expired]);
 	} finally {
 		clearTimeout(timer);
+		signal?.removeEventListener('abort', stop);
 	}
 }
 
@@ -185,9 +199,9 @@ export async function runTrial(options: TrialOptions): Promise<TrialReport> {
 			(error: unknown) => ({error}),
 		);
 		let timedOut = false;
-		let settled = await within(outcome, options.timeoutMs);
+		let settled = await within(outcome, options.timeoutMs, options.signal);
 		if (!settled) {
-			timedOut = true;
+			timedOut = !options.signal?.aborted;
 			handle.kill('SIGKILL');
 			settled = await within(outcome, killGraceMilliseconds);
 		}
@@ -197,20 +211,19 @@ export async function runTrial(options: TrialOptions): Promise<TrialReport> {
 			settled = await within(outcome, killGraceMilliseconds);
 		}
 
+		if (options.signal?.aborted) {
+			return failed('it was interrupted');
+		}
+
 		if (timedOut) {
-			return failed(`the trial run did not finish within ${options.timeoutMs} ms and was killed`, {
+			return failed(`it did not finish within ${options.timeoutMs} ms and was killed`, {
 				timedOut: true,
 			});
 		}
 
 		if (!settled || 'error' in settled) {
 			const error = settled?.error;
-			return failed(
-				`the trial run failed: ${error instanceof Error ? error.message : String(error)}`.replace(
-					/^scratch: /,
-					'',
-				),
-			);
+			return failed(error instanceof Error ? error.message : String(error));
 		}
 
 		const {result} = settled;
@@ -222,7 +235,7 @@ export async function runTrial(options: TrialOptions): Promise<TrialReport> {
 		}
 
 		if (!result.keptUpper) {
-			return failed('the trial run kept no upper dir to check');
+			return failed('it kept no upper dir to check');
 		}
 
 		const {upper, missing} = await inspectUpper(result.keptUpper, options.layerFormat);
