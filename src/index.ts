@@ -1,3 +1,16 @@
+export {type DoctorOptions, runDoctor} from './doctor/doctor.js';
+export type {
+	AutoReport,
+	BackendReport,
+	CheckGroup,
+	DoctorCheck,
+	DoctorReport,
+	LimitsReport,
+	ProbeReport,
+	ProgramReport,
+	StoreReport,
+	TrialReport,
+} from './doctor/report.js';
 export {
 	ArchiveError,
 	BusyError,

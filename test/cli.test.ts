@@ -9,7 +9,7 @@ test('commands other than run exit 2 on usage errors, with one line on stderr', 
 		[[], /^scratch: no command given; see scratch --help\n?$/],
 		[
 			['frobnicate'],
-			/^scratch: unknown command 'frobnicate' \(commands: run, ls, inspect, tag, rm, diff, promote, gc, squash, export, import, push, pull, ws\); see scratch --help\n?$/,
+			/^scratch: unknown command 'frobnicate' \(commands: run, ls, inspect, tag, rm, diff, promote, gc, squash, export, import, push, pull, doctor, ws\); see scratch --help\n?$/,
 		],
 		[['gc', '--bogus'], /^scratch: unknown argument: bogus; see scratch --help\n?$/],
 	];

@@ -1,4 +1,6 @@
+import os from 'node:os';
 import yargs, {type Argv} from 'yargs';
+import {runDoctor} from '../doctor/doctor.js';
 import {UsageError} from '../errors.js';
 import {diffLayer} from '../layer/diff.js';
 import {squashLayer} from '../layer/squash.js';
@@ -20,6 +22,7 @@ import {
 } from '../workspace/workspaces.js';
 import {createProgress, labelledProgress} from './progress.js';
 import {renderDiff} from './render-diff.js';
+import {renderDoctorReport} from './render-doctor.js';
 import {
 	formatBytes,
 	formatCommand,
@@ -278,6 +281,44 @@ export async function main(argv: readonly string[]): Promise<number> {
 					dryRun: options['dry-run'],
 				});
 				print(options.json, report, renderGcReport);
+			},
+		)
+		.command(
+			'doctor',
+			'What works here: kernel overlay, user namespaces, fuse-overlayfs, the store, limits; tries each backend',
+			(command) =>
+				storeOption(command).epilogue(
+					'Exit status: 0 when at least one backend can isolate runs here, 1 when none can, 2 usage error.',
+				),
+			async (options) => {
+				// An interrupted doctor removes what its trials made before it exits 128+N.
+				const controller = new AbortController();
+				let received: NodeJS.Signals | undefined;
+				const stop = (signal: NodeJS.Signals) => {
+					received ??= signal;
+					controller.abort();
+				};
+				const signals = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
+				for (const signal of signals) {
+					process.on(signal, stop);
+				}
+
+				try {
+					const report = await runDoctor({...storeOf(options), signal: controller.signal});
+					print(options.json, report, renderDoctorReport);
+					exitCode = report.works ? 0 : 1;
+				} catch (error) {
+					if (!received) {
+						throw error;
+					}
+
+					reportError(error, {verbose: options.verbose});
+					exitCode = 128 + os.constants.signals[received];
+				} finally {
+					for (const signal of signals) {
+						process.off(signal, stop);
+					}
+				}
 			},
 		)
 		.command(
@@ -617,6 +658,7 @@ export async function main(argv: readonly string[]): Promise<number> {
 				'import',
 				'push',
 				'pull',
+				'doctor',
 				'ws',
 			];
 			const [first, second] = argv;

@@ -1,0 +1,74 @@
+import type {BackendName} from '../run/backend.js';
+import {findExecutableOrUndefined} from '../system/executables.js';
+import type {DoctorCheck, ProgramReport} from './report.js';
+
+/*
+The programs scratch runs (see system/executables.ts), the Debian package of each, and what cannot work
+without it. A run starts only with the first five; the fuse backend needs its own; the rest serve the
+background deleter, keep, gc, diff, export, import and squash.
+*/
+export const requiredPrograms: ReadonlyArray<Omit<ProgramReport, 'path'>> = [
+	{name: 'setpriv', package: 'util-linux', neededBy: 'every run'},
+	{name: 'unshare', package: 'util-linux', neededBy: 'every run'},
+	{name: 'sh', package: 'dash', neededBy: 'every run'},
+	{name: 'mount', package: 'mount', neededBy: 'every run'},
+	{name: 'mkdir', package: 'coreutils', neededBy: 'every run'},
+	{name: 'fuse-overlayfs', package: 'fuse-overlayfs', neededBy: 'fuse backend'},
+	{name: 'umount', package: 'mount', neededBy: 'fuse backend'},
+	{name: 'getfattr', package: 'attr', neededBy: 'fuse backend'},
+	{name: 'setfattr', package: 'attr', neededBy: 'fuse backend'},
+	{name: 'find', package: 'findutils', neededBy: 'fuse backend'},
+	{name: 'xargs', package: 'findutils', neededBy: 'fuse backend'},
+	{name: 'awk', package: 'mawk', neededBy: 'fuse backend'},
+	{name: 'sleep', package: 'coreutils', neededBy: 'fuse backend'},
+	{name: 'rm', package: 'coreutils', neededBy: 'fuse backend'},
+	{name: 'mknod', package: 'coreutils', neededBy: 'fuse backend'},
+	{name: 'flock', package: 'util-linux', neededBy: 'other commands'},
+	{name: 'nice', package: 'coreutils', neededBy: 'other commands'},
+	{name: 'ionice', package: 'util-linux', neededBy: 'other commands'},
+	{name: 'sync', package: 'coreutils', neededBy: 'other commands'},
+	{name: 'cp', package: 'coreutils', neededBy: 'other commands'},
+	{name: 'du', package: 'coreutils', neededBy: 'other commands'},
+	{name: 'mkfifo', package: 'coreutils', neededBy: 'other commands'},
+];
+
+/** Look every program up as scratch does (system directories first, then PATH). */
+export function findPrograms(
+	find: (name: string) => string | undefined = findExecutableOrUndefined,
+): ProgramReport[] {
+	return requiredPrograms.map((program) => {
+		const found = find(program.name);
+		return found ? {...program, path: found} : {...program};
+	});
+}
+
+/** One check per program (pure). */
+export function programChecks(programs: readonly ProgramReport[]): DoctorCheck[] {
+	return programs.map((program) => ({
+		id: `program-${program.name}`,
+		group: 'programs',
+		label: program.name,
+		ok: program.path !== undefined,
+		detail:
+			program.path ??
+			`not found; install the ${program.package} package (${program.neededBy === 'other commands' ? 'gc, keep, diff, export, import or squash need it' : `${program.neededBy === 'every run' ? 'every run' : 'the fuse backend'} needs it`})`,
+	}));
+}
+
+/** Why a backend cannot start for lack of a program, if it cannot. */
+export function missingProgramProblem(
+	backend: BackendName,
+	programs: readonly ProgramReport[],
+): string | undefined {
+	const missing = programs.filter(
+		(program) =>
+			program.path === undefined &&
+			(program.neededBy === 'every run' || (program.neededBy === 'fuse backend' && backend === 'fuse')),
+	);
+	if (missing.length === 0) {
+		return undefined;
+	}
+
+	const names = missing.map((program) => `'${program.name}' (package ${program.package})`).join(', ');
+	return `scratch needs the program${missing.length > 1 ? 's' : ''} ${names} and cannot find ${missing.length > 1 ? 'them' : 'it'}; install ${missing.length > 1 ? 'them' : 'it'}`;
+}
