@@ -1,4 +1,4 @@
-import {constants, mkdirSync, readdirSync, readFileSync, statfsSync} from 'node:fs';
+import {chmodSync, constants, mkdirSync, readdirSync, readFileSync, statfsSync, statSync} from 'node:fs';
 import {access} from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -187,7 +187,20 @@ async function initializeStore(root: string): Promise<Store> {
 	}
 
 	const store = storeLayout(root, layerFormatFor(root));
+	// A store is its owner's alone: others may not even list it (they could rename its dirs in a 0777 one).
+	const {uid, mode} = statSync(root);
+	const euid = process.geteuid?.() ?? uid;
+	if (uid !== euid) {
+		throw new PermissionError(
+			`cannot make a store in ${root}: the directory belongs to uid ${uid}, who could change what the store holds; use a directory you own with --store DIR`,
+		);
+	}
+
 	try {
+		if ((mode & 0o077) !== 0) {
+			chmodSync(root, 0o700);
+		}
+
 		await access(root, constants.W_OK | constants.X_OK);
 		for (const directory of storeDirectories(store)) {
 			mkdirSync(directory, {recursive: true, mode: 0o700});
