@@ -945,6 +945,22 @@ const otherCases: HostileCase[] = [
 	},
 	{
 		category: 'commands',
+		title: 'tag to an invalid NEW-NAME in a store that does not exist',
+		store: 'none',
+		argv: (c) => ['tag', '--store', c.store, populated.name, '../x'],
+		// An invalid name is a usage error whatever the store holds, as for run --promote and import --name.
+		outcome: {
+			status: 2,
+			stderr:
+				/^scratch: invalid NEW-NAME "\.\.\/x": segment '\.\.' must start with a letter or digit; use .+$/,
+		},
+		knownFailure: {
+			users: ['root', 'nobody'],
+			fix: 'src/store/snapshots.ts, tagSnapshot() and removeSnapshots(): they open the store before checking the names, so a missing store hides the usage error ("no scratch store at STORE", exit 1 instead of 2); call checkName on NEW-NAME (and on every NAME of rm) before openExistingStore, as importLayer and pullLayer do',
+		},
+	},
+	{
+		category: 'commands',
 		title: 'ws rollback to a snapshot that does not exist',
 		store: 'populated',
 		argv: (c) => ['ws', 'rollback', populated.workspace, 'nope', '--store', c.store],
