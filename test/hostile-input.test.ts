@@ -1005,7 +1005,7 @@ const otherCases: HostileCase[] = [
 		},
 		argv: (c) => run(c, '--', 'true'),
 		outcome: usage125(
-			/^scratch: cannot create the run's directories in store .*: read-only file system; use a store .*--store DIR$/,
+			/^scratch: store .*\/read-only\/store is on a read-only file system, and a run needs to write its upper dir there; use a writable store with --store DIR \(a read-only store can still be listed, inspected, diffed and exported\)$/,
 		),
 	},
 	{
