@@ -5,6 +5,28 @@ export const maxNameLength = 128;
 
 const segmentPattern = /^[A-Za-z\d][A-Za-z\d._-]*$/;
 
+/*
+Characters that would break a one-line message or play tricks on a terminal: C0 and C1 controls (a
+newline splits the line, ESC starts a terminal sequence) and the Unicode format characters that reorder
+or hide text (bidirectional overrides and isolates, zero-width characters, line and paragraph separators).
+*/
+const unprintablePattern =
+	// biome-ignore lint/suspicious/noControlCharactersInRegex: matching control characters is the point
+	/[\u0000-\u001f\u007f-\u009f\u200b-\u200f\u2028-\u202e\u2060-\u2064\u2066-\u2069\ufeff]/g;
+const shortEscapes: Record<string, string> = {'\n': '\\n', '\r': '\\r', '\t': '\\t'};
+
+/**
+Text as it can be quoted in a one-line message: every character that could end the line or drive a
+terminal is shown as an escape (`\n`, `\u001b`). Names, paths and option values that users type may hold
+any of them.
+*/
+export function printable(text: string): string {
+	return text.replace(
+		unprintablePattern,
+		(character) => shortEscapes[character] ?? `\\u${character.charCodeAt(0).toString(16).padStart(4, '0')}`,
+	);
+}
+
 /**
 Why `name` is not a valid snapshot name, or undefined when it is. A name is one or more `/`-separated
 segments, each `[A-Za-z0-9][A-Za-z0-9._-]*`, at most 128 characters in all.
@@ -25,8 +47,8 @@ export function nameProblem(name: string): string | undefined {
 
 		if (!segmentPattern.test(segment)) {
 			return /^[A-Za-z\d]/.test(segment)
-				? `segment '${segment}' holds a character other than letters, digits, '.', '_' and '-'`
-				: `segment '${segment}' must start with a letter or digit`;
+				? `segment '${printable(segment)}' holds a character other than letters, digits, '.', '_' and '-'`
+				: `segment '${printable(segment)}' must start with a letter or digit`;
 		}
 	}
 
@@ -38,7 +60,7 @@ export function checkName(name: string, role = 'name'): string {
 	const problem = nameProblem(name);
 	if (problem) {
 		throw new InvalidNameError(
-			`invalid ${role} ${JSON.stringify(name)}: ${problem}; use segments of letters, digits, '.', '_' and '-' separated by /`,
+			`invalid ${role} ${printable(JSON.stringify(name))}: ${problem}; use segments of letters, digits, '.', '_' and '-' separated by /`,
 		);
 	}
 

@@ -1,4 +1,4 @@
-import {NotFoundError} from '../errors.js';
+import {describeSystemError, NotFoundError, ScratchError, StoreError} from '../errors.js';
 import {
 	checkStackDepth,
 	combineStacks,
@@ -24,17 +24,41 @@ export function resolveLayer(store: Store, reference: string, role = 'name'): Re
 	if (nameProblem(reference) === undefined) {
 		const ref = readRef(store, reference);
 		if (ref) {
-			return {layer: requireLayer(store, ref.layer, `name ${reference}`), name: reference};
+			const layer = readRecord(store, ref.layer, reference, () =>
+				requireLayer(store, ref.layer, `name ${reference}`),
+			);
+			return {layer, name: reference};
 		}
 	}
 
-	const layer = isLayerId(reference) ? readLayer(store, reference) : undefined;
+	const layer = isLayerId(reference)
+		? readRecord(store, reference, undefined, () => readLayer(store, reference))
+		: undefined;
 	if (layer) {
 		return {layer};
 	}
 
 	checkName(reference, role);
 	throw new NotFoundError(`no snapshot named ${reference} in store ${store.root}; see scratch ls`);
+}
+
+/**
+Read a layer's record, turning a damaged one (not JSON: a torn write by another tool, a disk error)
+into a clear error instead of a parser's exception.
+*/
+function readRecord<T>(store: Store, id: string, name: string | undefined, read: () => T): T {
+	try {
+		return read();
+	} catch (error) {
+		if (error instanceof ScratchError) {
+			throw error;
+		}
+
+		throw new StoreError(
+			`the record of layer ${id} in store ${store.root} is damaged (${describeSystemError(error)}); remove the names that reach it${name === undefined ? '' : ` (scratch rm ${name})`}, then scratch gc frees it`,
+			{cause: error},
+		);
+	}
 }
 
 /** The layers of a run's view, bottom first, and the one its writes would sit on. */

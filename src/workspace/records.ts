@@ -1,6 +1,6 @@
 import {mkdirSync, opendirSync, readFileSync} from 'node:fs';
 import path from 'node:path';
-import {InvalidNameError, NotFoundError, StoreError} from '../errors.js';
+import {describeSystemError, InvalidNameError, NotFoundError, StoreError} from '../errors.js';
 import {maxNameLength, nameProblem} from '../store/names.js';
 import type {Store} from '../store/store.js';
 import {writeFileAtomic} from '../system/atomic-file.js';
@@ -125,9 +125,10 @@ export function readWorkspace(store: Store, name: string): WorkspaceRecord | und
 			return undefined;
 		}
 
-		throw new StoreError(`cannot read workspace ${name}'s record: ${(error as Error).message}`, {
-			cause: error,
-		});
+		throw new StoreError(
+			`cannot read workspace ${name}'s record: ${describeSystemError(error)}; run scratch as the user who owns the store`,
+			{cause: error},
+		);
 	}
 
 	try {
