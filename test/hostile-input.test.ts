@@ -269,20 +269,15 @@ const whatToDo: Record<NameRule, string> = {
 	'one-segment': "; use letters, digits, '\\.', '_' and '-'$",
 };
 
-const leadingDashFix =
-	'src/cli/commands.ts, main(): yargs takes a name starting with "-" for an option, then fails with "not enough non-option arguments" or "unknown argument: x" (dash dropped). In .fail(), find the first word before "--" that starts with "-" and is no option of the command, and throw UsageError("unknown option WORD for scratch COMMAND; a name cannot start with \'-\'; see scratch COMMAND --help"), as the run parser does';
-
 function nameCases(): HostileCase[] {
 	const rows: HostileCase[] = [];
 	for (const target of nameTargets) {
 		for (const variant of nameVariants) {
 			let stderr: RegExp;
-			let knownFailure: HostileCase['knownFailure'];
 			if (variant.name === '-x') {
 				// Whatever parses it, the line must name -x: as an unknown option or as an invalid name.
 				stderr =
-					/^scratch: (?:unknown option -x for scratch [a-z ]+; see scratch [a-z ]+--help|invalid [^"]+"-x": segment '-x' must start with a letter or digit; use .+)$/;
-				knownFailure = target.yargs ? {users: ['root', 'nobody'], fix: leadingDashFix} : undefined;
+					/^scratch: (?:unknown option -x for scratch [a-z ]+(?:; a name cannot start with '-')?; see scratch [a-z ]+ --help|invalid [^"]+"-x": segment '-x' must start with a letter or digit; use .+)$/;
 			} else if (variant.name === '' && target.role === 'invalid --promote') {
 				stderr = /^scratch: --promote needs a non-empty value \(NAME\)$/;
 			} else {
@@ -298,7 +293,6 @@ function nameCases(): HostileCase[] {
 				...(target.setup ? {setup: target.setup} : {}),
 				argv: (c) => target.argv(c, variant.name),
 				outcome: {status: target.status, stderr},
-				...(knownFailure ? {knownFailure} : {}),
 			});
 		}
 	}
@@ -321,9 +315,6 @@ function oddPaths(c: CaseContext): {directory: string; src: string; store: strin
 	renameSync(c.sandbox.src, src);
 	return {directory, src, store: path.join(directory, 'store,a:b\\c')};
 }
-
-const storeOwnedFix =
-	"src/store/store.ts, openStore(): refuse a store whose root directory belongs to another uid than geteuid(), before anything is written: PermissionError(\"store STORE belongs to uid N; what you write there would not be its owner's and would break it; run scratch as uid N, or use your own store with --store DIR\"). Today root writes root-owned refs and layers into uid 65534's store, and that user's next run with --base dies with an internal error";
 
 /** Tear the record of the layer `app` names, as a crash of another tool or a bad disk would. */
 function damageLayerRecord(c: CaseContext): void {
@@ -435,10 +426,6 @@ const otherCases: HostileCase[] = [
 		outcome: usage125(
 			/^scratch: cannot open store .*\/loop-a: too many levels of symbolic links; pass .*--store DIR$/,
 		),
-		knownFailure: {
-			users: ['root', 'nobody'],
-			fix: 'src/store/store.ts, openStore(): the StoreError for an unexpected read error ("cannot open store X: too many levels of symbolic links") says nothing to do; append "; pass a directory you can use with --store DIR"',
-		},
 	},
 	{
 		category: 'paths',
@@ -464,10 +451,6 @@ const otherCases: HostileCase[] = [
 		store: 'populated',
 		argv: (c) => run(c, '--tmpfs', '/proc', '--', 'true'),
 		outcome: usage125(/^scratch: --tmpfs \/proc: .+; .+$/),
-		knownFailure: {
-			users: ['root', 'nobody'],
-			fix: 'src/run/preflight.ts (checkTmpfsMountPoint) or src/run/namespace-plan.ts: a tmpfs over /proc is mounted before the overlay, whose lowerdir=/proc/self/fd/5 then does not exist, and the line blames the store ("mounting the overlay failed (mount: ...: special device scratch does not exist.); the store ... must be on a local filesystem ..."). Refuse --tmpfs on /proc and below with UsageError("--tmpfs /proc: the run needs the real /proc; give another directory"), or mount the tmpfs after the overlay',
-		},
 	},
 	{
 		category: 'paths',
@@ -645,10 +628,6 @@ const otherCases: HostileCase[] = [
 		store: 'populated',
 		argv: (c) => ['tag', '--store', c.store, populated.name, 'copy', '--store', c.at('other-store')],
 		outcome: {status: 2, stderr: /^scratch: --store (?:is|was) given more than once; give it once$/},
-		knownFailure: {
-			users: ['root', 'nobody'],
-			fix: 'src/cli/commands.ts, storeOption()/storeOf(): yargs makes a repeated --store an array, which reaches path.resolve ("internal error: The "paths[0]" argument must be of type string", exit 1). Refuse arrays for every single-value option in one place (a yargs middleware or .check over the command\'s non-array options), as import does for --name and --base: UsageError("--KEY was given more than once; give it once")',
-		},
 	},
 	{
 		category: 'flags',
@@ -716,10 +695,6 @@ const otherCases: HostileCase[] = [
 		store: 'none',
 		argv: () => ['ls', '--store'],
 		outcome: {status: 2, stderr: /^scratch: --store needs a (?:non-empty )?value \(DIR\)$/},
-		knownFailure: {
-			users: ['root', 'nobody'],
-			fix: 'src/cli/commands.ts: yargs reads a bare --store as "", which resolves to the working directory ("no scratch store at CWD", exit 1). Refuse empty values of string options (middleware): UsageError("--store needs a value (DIR)"), as run does',
-		},
 	},
 	{
 		category: 'flags',
@@ -727,10 +702,6 @@ const otherCases: HostileCase[] = [
 		store: 'populated',
 		argv: (c) => ['export', '--store', c.store, populated.name, '-o'],
 		outcome: {status: 2, stderr: /^scratch: (?:-o|--output) needs a (?:non-empty )?value \(FILE\)$/},
-		knownFailure: {
-			users: ['root', 'nobody'],
-			fix: 'src/cli/commands.ts, export: a bare -o is "", and export tries to write the working directory ("cannot write : EISDIR ...", exit 1); refuse empty string option values with UsageError("-o needs a value (FILE)")',
-		},
 	},
 	{
 		category: 'flags',
@@ -738,10 +709,6 @@ const otherCases: HostileCase[] = [
 		store: 'populated',
 		argv: (c) => ['gc', '--store', c.store, '--dry-run=maybe'],
 		outcome: {status: 2, stderr: /^scratch: --dry-run takes no value; write just --dry-run$/},
-		knownFailure: {
-			users: ['root', 'nobody'],
-			fix: 'src/cli/commands.ts: yargs reads --dry-run=maybe as false, so gc really sweeps (the store loses its unreachable layer). Refuse a boolean option given a value other than true/false (check process argv words --name=VALUE of boolean options) with UsageError("--dry-run takes no value; write just --dry-run"), as run does',
-		},
 	},
 	{
 		category: 'flags',
@@ -954,10 +921,6 @@ const otherCases: HostileCase[] = [
 			stderr:
 				/^scratch: invalid NEW-NAME "\.\.\/x": segment '\.\.' must start with a letter or digit; use .+$/,
 		},
-		knownFailure: {
-			users: ['root', 'nobody'],
-			fix: 'src/store/snapshots.ts, tagSnapshot() and removeSnapshots(): they open the store before checking the names, so a missing store hides the usage error ("no scratch store at STORE", exit 1 instead of 2); call checkName on NEW-NAME (and on every NAME of rm) before openExistingStore, as importLayer and pullLayer do',
-		},
 	},
 	{
 		category: 'commands',
@@ -986,10 +949,6 @@ const otherCases: HostileCase[] = [
 		outcome: usage125(
 			/^scratch: cannot create store .*\/read-only\/store: read-only file system; use a writable place with --store DIR$/,
 		),
-		knownFailure: {
-			users: ['root', 'nobody'],
-			fix: 'src/store/store.ts, initializeStore(): mkdirSync(recursive) on a read-only file system fails with ENOENT here, so the line says "no such file or directory" and nothing to do; before mkdir, check the deepest existing ancestor with access(W_OK) or statfs (ST_RDONLY) and throw the PermissionError "cannot create store X: read-only file system; use a writable place with --store DIR"',
-		},
 	},
 	{
 		category: 'stores',
@@ -1025,10 +984,6 @@ const otherCases: HostileCase[] = [
 			status: 1,
 			stderr:
 				/^scratch: cannot .* store .*: read-only file system.*; use a store on a writable file system with --store DIR$/,
-		},
-		knownFailure: {
-			users: ['root', 'nobody'],
-			fix: 'src/store/use-lock.ts, holdStoreUse(): creating locks/use.* on a read-only store throws raw EROFS ("internal error", exit 1); wrap it: PermissionError("cannot hold store STORE: read-only file system; use a store on a writable file system with --store DIR") (EACCES: run as the store\'s owner); the same for gc\'s collector lock and src/workspace/lock.ts',
 		},
 	},
 	{
@@ -1067,7 +1022,6 @@ const otherCases: HostileCase[] = [
 				/^scratch: cannot open store .*: permission denied; use a store you own with --store DIR or SCRATCH_STORE$/,
 			),
 		},
-		knownFailure: {users: ['root'], fix: storeOwnedFix},
 	},
 	{
 		category: 'stores',
@@ -1084,10 +1038,6 @@ const otherCases: HostileCase[] = [
 				status: 1,
 				stderr: /^scratch: cannot open store .*: permission denied; use a store you own .*$/,
 			},
-		},
-		knownFailure: {
-			users: ['nobody'],
-			fix: 'src/store/store.ts, assertStoreExists(): every error reading scratch-store.json becomes "no scratch store at X; pass the right one" (wrong: it exists); throw the PermissionError of openStore for EACCES ("cannot open store X: permission denied; use a store you own with --store DIR or SCRATCH_STORE") and NotFoundError only for ENOENT/ENOTDIR',
 		},
 	},
 	{
@@ -1219,10 +1169,6 @@ const otherCases: HostileCase[] = [
 			stderr:
 				/^scratch: the record of layer [a-z\d]{6} in store .* is damaged \(.+\); remove the names that reach it.*, then scratch gc frees it$/,
 		},
-		knownFailure: {
-			users: ['root', 'nobody'],
-			fix: 'src/store/layers.ts, readLayer(): JSON.parse of a damaged layers/ID.json escapes to every caller but resolveLayer (ls, inspect\'s chain, gc, squash, export: "internal error: Unexpected token ...", exit 1). Catch it there and throw the StoreError resolve.ts now throws for a name\'s own layer ("the record of layer ID in store STORE is damaged (REASON); remove the names that reach it, then scratch gc frees it"); gc must then skip such a layer when marking rather than fail',
-		},
 	},
 	{
 		category: 'stores',
@@ -1236,10 +1182,6 @@ const otherCases: HostileCase[] = [
 		argv: (c) => ['ws', 'run', populated.workspace, '--store', c.store, '--', 'true'],
 		outcome: usage125(/^scratch: workspace WS's record is damaged; remove it with scratch ws scrub WS$/),
 		remedy: (c) => [['ws', 'scrub', populated.workspace, '--store', c.store]],
-		knownFailure: {
-			users: ['root', 'nobody'],
-			fix: 'src/workspace/workspaces.ts, scrubWorkspace(): it reads the record with readWorkspace, which throws the same StoreError, so the advised scrub fails too ("record is damaged; remove it with scratch ws scrub WS", exit 1). Scrub must treat a damaged record as missing (catch StoreError: record undefined) and remove the directory, the WS/* names and the layers only they reach',
-		},
 	},
 	{
 		category: 'stores',
@@ -1313,10 +1255,6 @@ const otherCases: HostileCase[] = [
 			status: 1,
 			stderr:
 				/^scratch: backend userns cannot run here: user namespaces are disabled \(user\.max_user_namespaces = 0\); raise it with sysctl; .+$/,
-		},
-		knownFailure: {
-			users: ['root', 'nobody'],
-			fix: 'src/workspace/workspaces.ts, initWorkspace(): the store is created and the workspace directory made before the backend is checked, so a refused init leaves a new store and trash/workspace-dev-* behind (which a rootless deleter cannot even remove without user namespaces). Check the backend first (selectBackend/backendProblem, as startRun does in preflight) and open the store only after',
 		},
 	},
 	{

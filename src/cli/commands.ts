@@ -239,8 +239,84 @@ function workspaceCommands<T>(ws: Argv<T>, argv: readonly string[]): Argv<T> {
 /** The full CLI, for every command but the `run` fast path. Returns the exit status. */
 let exitCode = 0;
 
+// Options that take no value: yargs would read `--dry-run=maybe` as false and go on.
+const booleanOptions = new Set([
+	'json',
+	'verbose',
+	'dry-run',
+	'force',
+	'gzip',
+	'flatten',
+	'insecure',
+	'keep-setid',
+	'allow-outside-symlinks',
+	'no-wait',
+	'help',
+	'version',
+]);
+
+// Single-value options and what their value is: yargs makes a repeated one an array, a bare one ''.
+const valueOptions: Record<string, string> = {
+	store: 'DIR',
+	output: 'FILE',
+	name: 'NAME',
+	base: 'NAME',
+	as: 'NEW',
+};
+
+/**
+Refuse what yargs would quietly misread: a value given to a flag (`--dry-run=maybe` reads as false), a
+value option with no value after it (a bare `--store` reads as '', the working directory).
+*/
+function checkRawArguments(argv: readonly string[]): void {
+	const end = argv.indexOf('--');
+	const words = end === -1 ? argv : argv.slice(0, end);
+	for (const [index, word] of words.entries()) {
+		const match = /^--([a-z-]+)=(.*)$/s.exec(word);
+		if (match && booleanOptions.has(match[1] as string) && !['true', 'false'].includes(match[2] as string)) {
+			throw new UsageError(`--${match[1]} takes no value; write just --${match[1]}`);
+		}
+
+		const key = word === '-o' ? 'output' : word.startsWith('--') ? word.slice(2) : undefined;
+		const next = words[index + 1];
+		if (key && valueOptions[key] && (next === undefined || next.startsWith('--'))) {
+			throw new UsageError(`${word} needs a value (${valueOptions[key]})`);
+		}
+	}
+}
+
+/** Refuse single-value options given twice (yargs makes them arrays). */
+function checkOptionValues(argv: readonly string[], options: Record<string, unknown>): void {
+	for (const key of Object.keys(valueOptions)) {
+		if (
+			Array.isArray(options[key]) &&
+			argv.some((word) => word === `--${key}` || word.startsWith(`--${key}=`))
+		) {
+			throw new UsageError(`--${key} was given more than once; give it once`);
+		}
+	}
+}
+
+/**
+The word yargs could not place that starts with '-' but is no option: most often a name given as
+`-x`, which yargs reads as a flag. Undefined when there is none.
+*/
+function strayDashWord(argv: readonly string[]): string | undefined {
+	const end = argv.indexOf('--');
+	return (end === -1 ? argv : argv.slice(0, end)).find(
+		(word) => /^-[^-]/.test(word) && !['-h', '-o'].includes(word),
+	);
+}
+
 export async function main(argv: readonly string[]): Promise<number> {
 	exitCode = 0;
+	try {
+		checkRawArguments(argv);
+	} catch (error) {
+		reportError(error);
+		return exitCodeFor(error);
+	}
+
 	const parser = yargs([...argv])
 		.scriptName('scratch')
 		.usage(
@@ -634,6 +710,9 @@ export async function main(argv: readonly string[]): Promise<number> {
 				});
 			},
 		)
+		.middleware((options) => {
+			checkOptionValues(argv, options);
+		})
 		.demandCommand(1, 'no command given')
 		.strict()
 		.help()
@@ -663,6 +742,15 @@ export async function main(argv: readonly string[]): Promise<number> {
 			];
 			const [first, second] = argv;
 			let text = message.charAt(0).toLowerCase() + message.slice(1);
+			const stray = strayDashWord(argv);
+			const command =
+				first === 'ws' && second && workspaceCommandNames.includes(second) ? `ws ${second}` : first;
+			if (stray && command && known.includes(command.split(' ')[0] as string)) {
+				throw new UsageError(
+					`unknown option ${stray} for scratch ${command}; a name cannot start with '-'; see scratch ${command} --help`,
+				);
+			}
+
 			if (first && !first.startsWith('-') && !known.includes(first)) {
 				text = `unknown command '${first}' (commands: ${known.join(', ')})`;
 			} else if (

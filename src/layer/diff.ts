@@ -481,7 +481,7 @@ store's layer format: in a whiteout-files store a `.wh.NAME` file deletes NAME a
 its directory opaque; neither is listed itself.
 */
 export async function diffLayer({store: storePath, reference}: DiffOptions): Promise<LayerDiff> {
-	const store = await openExistingStore(storePath);
+	const store = await openExistingStore(storePath, {readOnly: true});
 	const {subject, upper, lowerLayers, source} = findSubject(store, reference);
 	// The source tree is read as a plain tree (no opaque dirs): reading its xattrs would mean a walk of it.
 	// The whiteout-files format has no opaque xattrs, only marker files, read as the walk meets them.

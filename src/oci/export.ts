@@ -1093,7 +1093,7 @@ export async function exportLayer(options: ExportOptions): Promise<LayerExport> 
 	}
 
 	const epoch = options.sourceDateEpoch ?? epochFromEnvironment();
-	const store = await openExistingStore(options.store);
+	const store = await openExistingStore(options.store, {readOnly: true});
 	const {layer, name} = resolveLayer(store, options.reference);
 	const lowers = layer.lowers.map((id) => requireLayer(store, id, `layer ${layer.id}`));
 	const gzip = options.gzip ?? false;

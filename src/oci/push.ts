@@ -149,7 +149,7 @@ export async function pushLayer(options: PushOptions): Promise<Push> {
 		insecure: options.insecure ?? false,
 		...(options.environment ? {environment: options.environment} : {}),
 	});
-	const store = await openExistingStore(options.store);
+	const store = await openExistingStore(options.store, {readOnly: true});
 	const {layer: top, name} = resolveLayer(store, options.reference);
 	const flatten = options.flatten ?? false;
 	const layers = flatten ? [top] : stackOf(top).map((id) => requireLayer(store, id, options.reference));

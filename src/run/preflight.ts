@@ -91,6 +91,18 @@ export function checkCommand(command: readonly string[]): void {
 	}
 }
 
+/**
+A `--tmpfs` outside the view may not cover what the run itself needs: `/` (everything) or `/proc` (the
+overlay reaches the source through /proc/self/fd, and the command's /proc is the run's own).
+*/
+export function checkTmpfsTarget(mountPoint: string, requested: string): void {
+	if (mountPoint === '/' || isWithin(mountPoint, '/proc')) {
+		throw new UsageError(
+			`--tmpfs ${requested}: the run needs the real ${mountPoint === '/' ? '/' : '/proc'}; give another directory, such as /tmp`,
+		);
+	}
+}
+
 /** A `--tmpfs` mount point outside the view must already exist: scratch never creates host directories. */
 export function checkTmpfsMountPoint(mountPoint: string, requested: string): void {
 	let isDirectory = false;

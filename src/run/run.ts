@@ -45,6 +45,7 @@ import {
 	checkCommand,
 	checkStorePlacement,
 	checkTmpfsMountPoint,
+	checkTmpfsTarget,
 	normalizeTouchGlob,
 	relativeWorkingDirectory,
 	resolveSourceTree,
@@ -239,6 +240,10 @@ export function startRun(options: RunOptions): RunHandle {
 		const tmpfs = requestedTmpfs.map((requested) => resolveTmpfsPath(requested, {source, target}));
 		const outsidePaths = tmpfs.filter((mount) => !mount.create).map((mount) => mount.path);
 		for (const [index, mount] of tmpfs.entries()) {
+			if (!mount.create) {
+				checkTmpfsTarget(mount.path, requestedTmpfs[index] as string);
+			}
+
 			if (!mount.create && !isUnderOtherTmpfs(mount.path, outsidePaths)) {
 				checkTmpfsMountPoint(mount.path, requestedTmpfs[index] as string);
 			}

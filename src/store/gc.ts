@@ -82,7 +82,7 @@ async function repairInterruptedPromotions(
 			if (!dryRun) {
 				await writeFileAtomic(recordPath, `${JSON.stringify(unpromoted, undefined, '\t')}\n`);
 			}
-		} else if (readLayer(store, layer) && reachable(layer)) {
+		} else if (layerPresent(store, layer) && reachable(layer)) {
 			garbage.push(directory);
 		} else if (existsSync(layerTreePath(store, layer))) {
 			report.repairedRuns.push(runId);
@@ -142,6 +142,15 @@ function markReachable(store: Store): Set<string> {
 	return reachable;
 }
 
+/** Whether a layer is there (tree and record), a damaged record included: gc frees it like any other. */
+function layerPresent(store: Store, id: string): boolean {
+	try {
+		return readLayer(store, id) !== undefined;
+	} catch {
+		return existsSync(layerTreePath(store, id));
+	}
+}
+
 // A damaged record is reported by the workspace commands; here it only means: touch nothing of it.
 function readWorkspaceOrUndefined(store: Store, name: string): WorkspaceRecord | undefined {
 	try {
@@ -166,7 +175,7 @@ export async function freeUnreachableLayers(store: Store, candidates: readonly s
 	try {
 		const reachable = markReachable(store);
 		for (const id of new Set(candidates)) {
-			if (reachable.has(id) || !readLayer(store, id)) {
+			if (reachable.has(id) || !layerPresent(store, id)) {
 				continue;
 			}
 

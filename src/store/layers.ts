@@ -1,6 +1,6 @@
 import {existsSync, mkdirSync, readFileSync, renameSync, statSync} from 'node:fs';
 import path from 'node:path';
-import {LimitError, NotFoundError} from '../errors.js';
+import {LimitError, NotFoundError, StoreError} from '../errors.js';
 import {measureUpper} from '../run/upper-stats.js';
 import {syncDirectory, writeFileAtomic} from '../system/atomic-file.js';
 import {crashPoint} from '../system/crash-point.js';
@@ -95,7 +95,19 @@ export function readLayer(store: Store, id: string): LayerRecord | undefined {
 		return undefined;
 	}
 
-	return JSON.parse(text) as LayerRecord;
+	try {
+		return JSON.parse(text) as LayerRecord;
+	} catch (error) {
+		throw damagedLayerRecord(store, id, error);
+	}
+}
+
+/** A layer whose record cannot be read: what to do about it, in one line. */
+export function damagedLayerRecord(store: Store, id: string, cause: unknown): StoreError {
+	return new StoreError(
+		`the record of layer ${id} in store ${store.root} is damaged (${cause instanceof Error ? cause.message : String(cause)}); remove the names that reach it, then scratch gc frees it`,
+		{cause},
+	);
 }
 
 /** Like readLayer, for layers that must exist (a ref's target, a lower of a live layer). */

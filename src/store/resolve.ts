@@ -49,11 +49,14 @@ into a clear error instead of a parser's exception.
 function readRecord<T>(store: Store, id: string, name: string | undefined, read: () => T): T {
 	try {
 		return read();
-	} catch (error) {
-		if (error instanceof ScratchError) {
-			throw error;
+	} catch (thrown) {
+		// readLayer says a record is damaged without knowing the name that reached it: say it here.
+		const damaged = thrown instanceof StoreError && thrown.cause instanceof SyntaxError;
+		if (thrown instanceof ScratchError && !damaged) {
+			throw thrown;
 		}
 
+		const error = damaged ? thrown.cause : thrown;
 		throw new StoreError(
 			`the record of layer ${id} in store ${store.root} is damaged (${describeSystemError(error)}); remove the names that reach it${name === undefined ? '' : ` (scratch rm ${name})`}, then scratch gc frees it`,
 			{cause: error},

@@ -30,7 +30,7 @@ export type SnapshotEntry = {
 
 /** Every snapshot name with its layer, sorted by name. */
 export async function listSnapshots(options: StoreOptions = {}): Promise<SnapshotEntry[]> {
-	const store = await openExistingStore(options.store);
+	const store = await openExistingStore(options.store, {readOnly: true});
 	const entries: SnapshotEntry[] = [];
 	for (const ref of listRefs(store)) {
 		const found = readLayer(store, ref.layer);
@@ -71,7 +71,7 @@ export type LayerDetails = {
 
 /** `scratch inspect NAME|LAYER-ID`. */
 export async function inspectLayer(options: StoreOptions & {reference: string}): Promise<LayerDetails> {
-	const store = await openExistingStore(options.store);
+	const store = await openExistingStore(options.store, {readOnly: true});
 	const {layer: found} = resolveLayer(store, options.reference, 'NAME');
 	const layer = await layerWithStats(store, found);
 	const namesByLayer = new Map<string, string[]>();
@@ -96,8 +96,8 @@ export async function inspectLayer(options: StoreOptions & {reference: string}):
 export async function tagSnapshot(
 	options: StoreOptions & {reference: string; name: string; force?: boolean},
 ): Promise<Ref> {
-	const store = await openExistingStore(options.store);
 	checkName(options.name, 'NEW-NAME');
+	const store = await openExistingStore(options.store);
 	const hold = await holdStoreUse(store);
 	try {
 		const {layer} = resolveLayer(store, options.reference, 'NAME');
@@ -119,9 +119,12 @@ export async function tagSnapshot(
 stay until `gc` finds nothing reaching them. Returns the removed names with the layers they pointed at.
 */
 export async function removeSnapshots(options: StoreOptions & {names: string[]}): Promise<Ref[]> {
+	for (const name of options.names) {
+		checkName(name, 'NAME');
+	}
+
 	const store = await openExistingStore(options.store);
 	const refs = options.names.map((name) => {
-		checkName(name, 'NAME');
 		const ref = readRef(store, name);
 		if (!ref) {
 			throw new NotFoundError(

@@ -1,4 +1,14 @@
-import {chmodSync, constants, mkdirSync, readdirSync, readFileSync, statfsSync, statSync} from 'node:fs';
+import {
+	accessSync,
+	chmodSync,
+	constants,
+	existsSync,
+	mkdirSync,
+	readdirSync,
+	readFileSync,
+	statfsSync,
+	statSync,
+} from 'node:fs';
 import {access} from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -87,6 +97,15 @@ function storeDirectories(store: Store): string[] {
 	];
 }
 
+function nearestExisting(target: string): string {
+	let current = target;
+	while (!existsSync(current) && path.dirname(current) !== current) {
+		current = path.dirname(current);
+	}
+
+	return current;
+}
+
 /** Whether a directory sits on overlayfs (an upper dir there cannot be mounted: nested overlay). */
 export function isOnOverlayfs(directory: string): boolean {
 	return statfsSync(directory).type === overlayfsMagic;
@@ -101,7 +120,10 @@ export function layerFormatFor(root: string): LayerFormat {
 Open a store, creating it when the directory is missing or empty. Synchronous on purpose: it is a
 handful of syscalls on the start-up path of every run.
 */
-export async function openStore(storePath?: string): Promise<Store> {
+export async function openStore(
+	storePath?: string,
+	{readOnly = false}: {readOnly?: boolean} = {},
+): Promise<Store> {
 	const root = path.resolve(storePath ?? defaultStorePath());
 	let recordText: string | undefined;
 	try {
@@ -115,7 +137,10 @@ export async function openStore(storePath?: string): Promise<Store> {
 		}
 
 		if (code !== 'ENOENT' && code !== 'ENOTDIR') {
-			throw new StoreError(`cannot open store ${root}: ${describeSystemError(error)}`, {cause: error});
+			throw new StoreError(
+				`cannot open store ${root}: ${describeSystemError(error)}; pass a directory you can use with --store DIR`,
+				{cause: error},
+			);
 		}
 	}
 
@@ -123,7 +148,32 @@ export async function openStore(storePath?: string): Promise<Store> {
 		return initializeStore(root);
 	}
 
-	return storeLayout(root, checkFormatRecord(root, recordText));
+	const store = storeLayout(root, checkFormatRecord(root, recordText));
+	if (!readOnly) {
+		checkStoreOwner(root);
+	}
+
+	return store;
+}
+
+/**
+Only its owner changes a store: what anyone else writes there (root's names, layers and runs in a user's
+store) would belong to them, and break the store for its owner. Reading is open to whoever can.
+*/
+function checkStoreOwner(root: string): void {
+	const euid = process.geteuid?.();
+	let owner: number;
+	try {
+		owner = statSync(root).uid;
+	} catch {
+		return;
+	}
+
+	if (euid !== undefined && owner !== euid) {
+		throw new PermissionError(
+			`store ${root} belongs to uid ${owner}, and what uid ${euid} wrote there would break it for its owner; run scratch as uid ${owner}, or use your own store with --store DIR`,
+		);
+	}
 }
 
 /** The store's layer format, from its record; refuses a record of another scratch or a damaged one. */
@@ -157,6 +207,18 @@ function checkFormatRecord(root: string, recordText: string): LayerFormat {
 }
 
 async function initializeStore(root: string): Promise<Store> {
+	// A missing store on a read-only file system would fail below with a misleading ENOENT.
+	try {
+		accessSync(nearestExisting(root), constants.W_OK);
+	} catch (error) {
+		const {code} = error as NodeJS.ErrnoException;
+		if (code === 'EROFS') {
+			throw new PermissionError(
+				`cannot create store ${root}: read-only file system; use a writable place with --store DIR`,
+			);
+		}
+	}
+
 	try {
 		mkdirSync(root, {recursive: true, mode: 0o700});
 	} catch (error) {
@@ -225,17 +287,26 @@ async function initializeStore(root: string): Promise<Store> {
 }
 
 /** Open a store that must exist already (every command but `run`, which creates it): never creates one. */
-export async function openExistingStore(storePath: string = defaultStorePath()): Promise<Store> {
+export async function openExistingStore(
+	storePath: string = defaultStorePath(),
+	options: {readOnly?: boolean} = {},
+): Promise<Store> {
 	const root = path.resolve(storePath);
 	assertStoreExists(root);
-	return openStore(root);
+	return openStore(root, options);
 }
 
 /** Fail with a clear message unless the store exists already (for commands that only read it). */
 export function assertStoreExists(storePath: string): void {
 	try {
 		readFileSync(path.join(storePath, formatFileName));
-	} catch {
+	} catch (error) {
+		if ((error as NodeJS.ErrnoException).code === 'EACCES') {
+			throw new PermissionError(
+				`cannot open store ${storePath}: permission denied; use a store you own with --store DIR or SCRATCH_STORE`,
+			);
+		}
+
 		throw new NotFoundError(`no scratch store at ${storePath}; pass the right one with --store DIR`);
 	}
 }

@@ -1,6 +1,7 @@
 import {mkdirSync, rmSync, writeFileSync} from 'node:fs';
 import path from 'node:path';
 import {setTimeout as sleep} from 'node:timers/promises';
+import {describeSystemError, PermissionError} from '../errors.js';
 import {holdFileLock} from '../system/flock-hold.js';
 import {currentProcessIdentity} from '../system/process-identity.js';
 import {randomId} from '../system/random-id.js';
@@ -24,10 +25,35 @@ const pollMilliseconds = 5;
 export type StoreHold = {release(): void};
 
 function announce(store: Store, kind: 'use' | 'gc'): string {
-	mkdirSync(store.locksDir, {recursive: true, mode: 0o700});
 	const file = path.join(store.locksDir, leaseName(kind, currentProcessIdentity(), randomId(6)));
-	writeFileSync(file, '', {flag: 'wx', mode: 0o600});
+	try {
+		mkdirSync(store.locksDir, {recursive: true, mode: 0o700});
+		writeFileSync(file, '', {flag: 'wx', mode: 0o600});
+	} catch (error) {
+		throw holdError(store, error);
+	}
+
 	return file;
+}
+
+/** Why the store cannot be held: what to do about a read-only or someone else's store. */
+function holdError(store: Store, error: unknown): Error {
+	const {code} = error as NodeJS.ErrnoException;
+	if (code === 'EROFS') {
+		return new PermissionError(
+			`cannot hold store ${store.root}: read-only file system, and this command changes it (a read-only store can still be listed, inspected, diffed and exported); use a store on a writable file system with --store DIR`,
+			{cause: error},
+		);
+	}
+
+	if (code === 'EACCES' || code === 'EPERM') {
+		return new PermissionError(
+			`cannot hold store ${store.root}: ${describeSystemError(error)}; run scratch as the store's owner, or use your own store with --store DIR`,
+			{cause: error},
+		);
+	}
+
+	return error as Error;
 }
 
 function withdraw(file: string): void {
@@ -75,7 +101,12 @@ also exclude each other (a flock(2) on `locks/collector`, which dies with its ho
 repair the same interrupted promotion at once.
 */
 export async function holdStoreCollection(store: Store): Promise<StoreHold> {
-	mkdirSync(store.locksDir, {recursive: true, mode: 0o700});
+	try {
+		mkdirSync(store.locksDir, {recursive: true, mode: 0o700});
+	} catch (error) {
+		throw holdError(store, error);
+	}
+
 	const collector = await holdFileLock(path.join(store.locksDir, 'collector'));
 	let file: string | undefined;
 	try {

@@ -50,7 +50,7 @@ async function lockFile(file: string, wait: boolean): Promise<FileLock | undefin
 			} else if (/Read-only file system/.test(stderr)) {
 				reject(
 					new PermissionError(
-						`cannot lock ${file}: read-only file system; this command changes the store, which needs it writable (a read-only store can still be listed, inspected, diffed and exported)`,
+						`cannot lock ${file}: read-only file system, and this command changes the store (a read-only store can still be listed, inspected, diffed and exported); use a store on a writable file system with --store DIR`,
 					),
 				);
 			} else if (/Permission denied/.test(stderr)) {

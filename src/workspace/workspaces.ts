@@ -1,7 +1,7 @@
 import {existsSync, mkdirSync, renameSync, rmSync, writeFileSync} from 'node:fs';
 import path from 'node:path';
-import {BusyError, ExistsError, NotFoundError, ScratchError} from '../errors.js';
-import type {BackendChoice} from '../run/backend.js';
+import {BusyError, ExistsError, NotFoundError, ScratchError, StoreError} from '../errors.js';
+import {type BackendChoice, chooseBackend, readHostFacts, readStoreFacts} from '../run/backend.js';
 import type {StdioTarget} from '../run/namespace.js';
 import {checkCommand, checkStorePlacement, resolveSourceTree} from '../run/preflight.js';
 import {type RunEvent, type RunHandle, type RunResult, startRun} from '../run/run.js';
@@ -373,7 +373,7 @@ export type WorkspaceSnapshots = {
 /** `scratch ws snapshots WS`: sorted by name, current ones marked. Reads only; never waits. */
 export async function listWorkspaceSnapshots(options: WorkspaceOptions): Promise<WorkspaceSnapshots> {
 	checkWorkspaceName(options.workspace);
-	const store = await openExistingStore(resolveStorePath(options));
+	const store = await openExistingStore(resolveStorePath(options), {readOnly: true});
 	const record = requireWorkspace(store, options.workspace);
 	const current =
 		record.snapshotting && readLayer(store, record.snapshotting.layer)
@@ -433,6 +433,19 @@ export async function removeWorkspaceSnapshot(
 /** What `ws scrub` removed. */
 export type WorkspaceScrub = {workspace: string; names: string[]; freed: string[]};
 
+// A damaged record reads as none: the workspace is still scrubbed.
+function readWorkspaceIfReadable(store: Store, workspace: string): WorkspaceRecord | undefined {
+	try {
+		return readWorkspace(store, workspace);
+	} catch (error) {
+		if (error instanceof StoreError) {
+			return undefined;
+		}
+
+		throw error;
+	}
+}
+
 /**
 `scratch ws scrub WS`: remove the workspace, its snapshot names, and every layer nothing else reaches.
 Other workspaces, names and runs keep theirs. Also clears what an interrupted init or scrub left.
@@ -446,7 +459,8 @@ export async function scrubWorkspace(options: WorkspaceOptions): Promise<Workspa
 	try {
 		const hold = await holdStoreUse(store);
 		try {
-			const record = readWorkspace(store, workspace);
+			// A damaged record is no reason to keep the workspace: scrub is what its error advises.
+			const record = readWorkspaceIfReadable(store, workspace);
 			if (record && !isReady(record) && !isAbandoned(record)) {
 				throw new BusyError(
 					`workspace ${workspace} is still being initialised (by pid ${record.owner?.pid}); wait for its ws init to finish`,
@@ -509,7 +523,7 @@ export type WorkspaceEntry = {
 
 /** `scratch ws ls`: every workspace, sorted. Reads only; never waits. */
 export async function listWorkspaces(options: StoreOptions = {}): Promise<WorkspaceEntry[]> {
-	const store = await openExistingStore(resolveStorePath(options));
+	const store = await openExistingStore(resolveStorePath(options), {readOnly: true});
 	const refs = listRefs(store);
 	const entries: WorkspaceEntry[] = [];
 	for (const name of listWorkspaceNames(store)) {
@@ -648,6 +662,8 @@ export async function initWorkspace(options: WorkspaceInitOptions): Promise<Work
 	const source = resolveSourceTree(options.src ?? options.cwd ?? process.cwd());
 	const storePath = resolveStorePath(options);
 	checkStorePlacement(storePath, source);
+	// A backend that cannot run here is refused before anything is made, as a plain run's is.
+	chooseBackend(options.backend ?? 'auto', readHostFacts(), readStoreFacts(storePath));
 	const store = await openStore(storePath);
 	// Checked before the lock is taken (nothing changes for bad input), and again once it is held.
 	checkInitPossible(store, workspace);
