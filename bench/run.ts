@@ -21,6 +21,7 @@ import os from 'node:os';
 import path from 'node:path';
 import {performance} from 'node:perf_hooks';
 import {exportMemoryRow, exportThroughputRow} from './export-rows.js';
+import {fusePromoteRow, fuseStartupRow, fuseWriteIterations, fuseWriteRow} from './fuse-rows.js';
 import {
 	describeFailure,
 	describeFileSystem,
@@ -363,7 +364,7 @@ function describeEnvironment(workspace: Workspace): Record<string, string> {
 		Node: process.version,
 		CPU: cpu,
 		nproc,
-		Iterations: `${iterations} per side after ${warmups} warmups (BENCH_ITERATIONS, BENCH_WARMUPS); cp side ${copyIterations} (BENCH_CP_ITERATIONS); promote row ${promoteIterations} (BENCH_PROMOTE_ITERATIONS); gc row ${gcIterations} (BENCH_GC_ITERATIONS); registry rows ${registryIterations} (BENCH_REGISTRY_ITERATIONS); ${describeWorkspaceKnobs()}`,
+		Iterations: `${iterations} per side after ${warmups} warmups (BENCH_ITERATIONS, BENCH_WARMUPS); cp side ${copyIterations} (BENCH_CP_ITERATIONS); promote row ${promoteIterations} (BENCH_PROMOTE_ITERATIONS); gc row ${gcIterations} (BENCH_GC_ITERATIONS); registry rows ${registryIterations} (BENCH_REGISTRY_ITERATIONS); fuse write and promote rows ${fuseWriteIterations} (BENCH_FUSE_ITERATIONS); ${describeWorkspaceKnobs()}`,
 		// Trees, stores and copies all live here (os.tmpdir(), so TMPDIR moves them): it must be a disk fs.
 		'Bench dir (trees, stores)': `${workspace.root} on ${describeFileSystem(workspace.root).label}`,
 	};
@@ -443,6 +444,9 @@ async function main(): Promise<void> {
 			[13, exportMemoryRow],
 			[14, (bench) => pushPullRow(bench, 14)],
 			[15, (bench) => importMemoryRow(bench, 15)],
+			[16, (bench) => fuseStartupRow(bench, 16)],
+			[17, (bench) => fuseWriteRow(bench, 17)],
+			[18, (bench) => fusePromoteRow(bench, 18)],
 			[3, copyRow],
 		];
 		const rows: Row[] = [];

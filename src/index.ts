@@ -45,12 +45,18 @@ export {findCredentials, type ImageReference, parseImageReference} from './oci/r
 export {
 	type BackendChoice,
 	type BackendName,
+	type BackendSelection,
 	backendProblem,
+	chooseBackend,
+	describePassedOver,
+	type HostFacts,
 	readHostFacts,
+	readStoreFacts,
+	type StoreFacts,
 	selectBackend,
 } from './run/backend.js';
 export type {StdioTarget} from './run/namespace.js';
-export {buildOverlayOptions} from './run/namespace-plan.js';
+export {buildFuseOptions, buildOverlayOptions} from './run/namespace-plan.js';
 export {
 	type RunEvent,
 	type RunHandle,
@@ -75,6 +81,7 @@ export {
 	type StoreOptions,
 	tagSnapshot,
 } from './store/snapshots.js';
+export {type LayerFormat, layerFormats} from './store/layer-format.js';
 export {defaultStorePath, openStore, type Store} from './store/store.js';
 export type {WorkspaceHolder} from './workspace/lock.js';
 export {

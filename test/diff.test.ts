@@ -204,7 +204,10 @@ ln -s README.md link`,
 			// On the command line a word starting with - is an option, never a NAME: a usage error.
 			const result = await scratch(sandbox, ['diff', '-x', '--store', sandbox.store]);
 			t.is(result.exitCode, 2);
-			t.regex(String(result.stderr), /^scratch: .*; see scratch --help\n?$/);
+			t.regex(
+				String(result.stderr),
+				/^scratch: unknown option -x for scratch diff; a name cannot start with '-'; see scratch diff --help\n?$/,
+			);
 		}
 	});
 }
