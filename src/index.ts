@@ -67,6 +67,7 @@ export {
 } from './run/run.js';
 export type {WriteStats} from './run/upper-stats.js';
 export {collectGarbage, type GcReport} from './store/gc.js';
+export {type LayerFormat, layerFormats} from './store/layer-format.js';
 export {type LayerRecord, maxLowerLayers, maxStackedLayers} from './store/layers.js';
 export {checkName, maxNameLength, nameProblem} from './store/names.js';
 export type {Promotion} from './store/promote.js';
@@ -81,7 +82,6 @@ export {
 	type StoreOptions,
 	tagSnapshot,
 } from './store/snapshots.js';
-export {type LayerFormat, layerFormats} from './store/layer-format.js';
 export {defaultStorePath, openStore, type Store} from './store/store.js';
 export type {WorkspaceHolder} from './workspace/lock.js';
 export {

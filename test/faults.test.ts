@@ -3,7 +3,7 @@ import path from 'node:path';
 import {fileURLToPath} from 'node:url';
 import test, {type ExecutionContext} from 'ava';
 import type {Options, ResultPromise} from 'execa';
-import {fuseSetup} from './helpers/fuse.js';
+import {fuseDaemonsIn, fuseSetup} from './helpers/fuse.js';
 import {promoteLayer} from './helpers/layers.js';
 import {holdMountNamespace} from './helpers/mount-namespace.js';
 import {
@@ -52,17 +52,6 @@ function runIn(
 
 function assertKilled(t: ExecutionContext, result: Result, step: string): void {
 	t.is(result.signal, 'SIGKILL', `scratch was to kill itself at ${step}: ${String(result.stderr)}`);
-}
-
-/** Processes of fuse-overlayfs serving anything under the sandbox. */
-function fuseDaemonsIn(sandbox: Sandbox): number[] {
-	return processesWith(sandbox.root).filter((pid) => {
-		try {
-			return readFileSync(`/proc/${pid}/comm`, 'utf8').trim() === 'fuse-overlayfs';
-		} catch {
-			return false;
-		}
-	});
 }
 
 async function assertNothingRunning(t: ExecutionContext, sandbox: Sandbox): Promise<void> {

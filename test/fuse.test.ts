@@ -1,15 +1,18 @@
 import {spawnSync} from 'node:child_process';
-import {existsSync, lstatSync, readdirSync, readFileSync} from 'node:fs';
+import {existsSync, lstatSync, mkdirSync, readdirSync, readFileSync} from 'node:fs';
 import path from 'node:path';
 import test, {type ExecutionContext} from 'ava';
 import type {Options, ResultPromise} from 'execa';
-import {fuseSetup, overlayfsStore} from './helpers/fuse.js';
+import {fuseDaemonsIn, fuseSetup, overlayfsStore} from './helpers/fuse.js';
+import {holdMountNamespace} from './helpers/mount-namespace.js';
 import {
+	chownTree,
 	eventually,
 	fingerprintTree,
 	hostMountsUnder,
 	makeSandbox,
 	type NamespaceSetup,
+	nobodyId,
 	processesWith,
 	type Sandbox,
 	scratch,
@@ -46,17 +49,6 @@ function cli(
 	options: Options & {cwd?: string; setup?: NamespaceSetup} = {},
 ) {
 	return scratch(sandbox, [...args, '--store', sandbox.store], {setup: fuseSetup(sandbox), ...options});
-}
-
-/** Processes of fuse-overlayfs serving anything under the sandbox (its command line names the mount point). */
-function fuseDaemonsIn(sandbox: Sandbox): number[] {
-	return processesWith(sandbox.root).filter((pid) => {
-		try {
-			return readFileSync(`/proc/${pid}/comm`, 'utf8').trim() === 'fuse-overlayfs';
-		} catch {
-			return false;
-		}
-	});
 }
 
 /**
@@ -545,3 +537,62 @@ test('a fuse run whose command fails is not promoted, and nothing is left (root)
 	t.false(existsSync(path.join(sandbox.store, 'refs', 'bad')));
 	await assertNoFuseLeft(t, sandbox);
 });
+
+for (const user of users) {
+	test(`when the kernel refuses the overlay where the facts looked fine (a source on overlays nested too deep), auto falls back to fuse and says why (${user})`, async (t) => {
+		const sandbox = makeSandbox(t, user);
+		const nest = path.join(sandbox.root, 'nest');
+		for (const directory of ['u1', 'w1', 'm1', 'u2', 'w2', 'm2']) {
+			mkdirSync(path.join(nest, directory), {recursive: true});
+		}
+
+		if (user === 'nobody') {
+			chownTree(nest, nobodyId);
+		}
+
+		// The source is an overlay over an overlay: the kernel stacks no third one on it.
+		const held = await holdMountNamespace(
+			t,
+			[
+				`cd '${nest}'`,
+				`mount -t overlay -o lowerdir='${sandbox.src}',upperdir=u1,workdir=w1 nest-1 m1`,
+				'mount -t overlay -o lowerdir=m1,upperdir=u2,workdir=w2 nest-2 m2',
+				'device=$(mktemp -d); mknod -m 666 "$device/fuse" c 10 229; mount --bind "$device/fuse" /dev/fuse; rm -rf "$device"',
+			].join('\n'),
+		);
+		const nested = {...sandbox, src: path.join(nest, 'm2')};
+		const result = await scratchRun(
+			nested,
+			['--', 'sh', '-c', 'cat lib/deep/x.txt; echo new > new.txt; cat new.txt'],
+			{
+				setup: held.setup,
+			},
+		);
+		t.is(result.exitCode, 0, String(result.stderr));
+		t.is(String(result.stdout), 'x\nnew');
+		t.regex(
+			String(result.stderr),
+			user === 'root'
+				? /^scratch: using the fuse backend \(fuse-overlayfs, slower than kernel overlayfs\) because the kernel refused the overlay: overlays nest too deep \(kernel: overlayfs: maximum fs stacking depth exceeded\): .*$/
+				: /^scratch: using the fuse backend \(fuse-overlayfs, slower than kernel overlayfs\) because the kernel refused the overlay: mounting the overlay failed \(mount: .*\): the source tree is itself on overlayfs, and the kernel stacks overlays at most two deep; run on a source outside such mounts, or use --backend fuse$/,
+		);
+		const kernel = await scratchRun(
+			nested,
+			['--backend', user === 'root' ? 'kernel' : 'userns', '--', 'true'],
+			{
+				setup: held.setup,
+			},
+		);
+		t.is(kernel.exitCode, 125);
+		if (user === 'root') {
+			t.regex(
+				String(kernel.stderr),
+				/^scratch: overlays nest too deep \(kernel: overlayfs: maximum fs stacking depth exceeded\): the source tree or the store is on an overlay that is itself on an overlay, and the kernel stacks at most two; run on a source and store outside such mounts, or use --backend fuse$/,
+			);
+		}
+
+		t.deepEqual(readdirSync(path.join(nest, 'u2')), [], 'the source saw no write');
+		await eventually(() => fuseDaemonsIn(sandbox).length === 0);
+		t.deepEqual(hostMountsUnder(sandbox.root), []);
+	});
+}

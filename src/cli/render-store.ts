@@ -1,18 +1,8 @@
 import type {GcReport} from '../store/gc.js';
 import type {LayerDetails, SnapshotEntry} from '../store/snapshots.js';
+import {formatBytes} from '../system/format-bytes.js';
 
-/** 1536 -> "1.5 KiB". */
-export function formatBytes(bytes: number): string {
-	const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
-	let value = bytes;
-	let unit = 0;
-	while (value >= 1024 && unit < units.length - 1) {
-		value /= 1024;
-		unit++;
-	}
-
-	return `${unit === 0 ? value : value.toFixed(1)} ${units[unit]}`;
-}
+export {formatBytes} from '../system/format-bytes.js';
 
 export function plural(count: number, singular: string, pluralForm = `${singular}s`): string {
 	return `${count} ${count === 1 ? singular : pluralForm}`;

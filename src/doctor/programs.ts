@@ -1,5 +1,5 @@
 import type {BackendName} from '../run/backend.js';
-import {findExecutableOrUndefined} from '../system/executables.js';
+import {findExecutableOrUndefined, programPackages} from '../system/executables.js';
 import type {DoctorCheck, ProgramReport} from './report.js';
 
 /*
@@ -7,29 +7,33 @@ The programs scratch runs (see system/executables.ts), the Debian package of eac
 without it. A run starts only with the first five; the fuse backend needs its own; the rest serve the
 background deleter, keep, gc, diff, export, import and squash.
 */
+function program(name: string, neededBy: ProgramReport['neededBy']): Omit<ProgramReport, 'path'> {
+	return {name, package: programPackages[name] ?? name, neededBy};
+}
+
 export const requiredPrograms: ReadonlyArray<Omit<ProgramReport, 'path'>> = [
-	{name: 'setpriv', package: 'util-linux', neededBy: 'every run'},
-	{name: 'unshare', package: 'util-linux', neededBy: 'every run'},
-	{name: 'sh', package: 'dash', neededBy: 'every run'},
-	{name: 'mount', package: 'mount', neededBy: 'every run'},
-	{name: 'mkdir', package: 'coreutils', neededBy: 'every run'},
-	{name: 'fuse-overlayfs', package: 'fuse-overlayfs', neededBy: 'fuse backend'},
-	{name: 'umount', package: 'mount', neededBy: 'fuse backend'},
-	{name: 'getfattr', package: 'attr', neededBy: 'fuse backend'},
-	{name: 'setfattr', package: 'attr', neededBy: 'fuse backend'},
-	{name: 'find', package: 'findutils', neededBy: 'fuse backend'},
-	{name: 'xargs', package: 'findutils', neededBy: 'fuse backend'},
-	{name: 'awk', package: 'mawk', neededBy: 'fuse backend'},
-	{name: 'sleep', package: 'coreutils', neededBy: 'fuse backend'},
-	{name: 'rm', package: 'coreutils', neededBy: 'fuse backend'},
-	{name: 'mknod', package: 'coreutils', neededBy: 'fuse backend'},
-	{name: 'flock', package: 'util-linux', neededBy: 'other commands'},
-	{name: 'nice', package: 'coreutils', neededBy: 'other commands'},
-	{name: 'ionice', package: 'util-linux', neededBy: 'other commands'},
-	{name: 'sync', package: 'coreutils', neededBy: 'other commands'},
-	{name: 'cp', package: 'coreutils', neededBy: 'other commands'},
-	{name: 'du', package: 'coreutils', neededBy: 'other commands'},
-	{name: 'mkfifo', package: 'coreutils', neededBy: 'other commands'},
+	program('setpriv', 'every run'),
+	program('unshare', 'every run'),
+	program('sh', 'every run'),
+	program('mount', 'every run'),
+	program('mkdir', 'every run'),
+	program('fuse-overlayfs', 'fuse backend'),
+	program('umount', 'fuse backend'),
+	program('getfattr', 'fuse backend'),
+	program('setfattr', 'fuse backend'),
+	program('find', 'fuse backend'),
+	program('xargs', 'fuse backend'),
+	program('awk', 'fuse backend'),
+	program('sleep', 'fuse backend'),
+	program('rm', 'fuse backend'),
+	program('mknod', 'fuse backend'),
+	program('flock', 'other commands'),
+	program('nice', 'other commands'),
+	program('ionice', 'other commands'),
+	program('sync', 'other commands'),
+	program('cp', 'other commands'),
+	program('du', 'other commands'),
+	program('mkfifo', 'other commands'),
 ];
 
 /** Look every program up as scratch does (system directories first, then PATH). */

@@ -12,6 +12,7 @@ import {
 } from '../run/backend.js';
 import {type LayerFormat, layerFormats} from '../store/layer-format.js';
 import {layerFormatFor, storeLayout} from '../store/store.js';
+import {formatBytes} from '../system/format-bytes.js';
 import {formatMode} from './host.js';
 import {formatCount} from './limits.js';
 import type {DoctorCheck, StoreReport} from './report.js';
@@ -230,19 +231,6 @@ export async function runQuiet(file: string, args: string[]): Promise<{code: num
 	});
 }
 
-/** 1536 MiB -> "1.5 GiB" (as the CLI shows sizes). */
-function formatSize(bytes: number): string {
-	const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
-	let value = bytes;
-	let unit = 0;
-	while (value >= 1024 && unit < units.length - 1) {
-		value /= 1024;
-		unit++;
-	}
-
-	return `${unit === 0 ? value : value.toFixed(1)} ${units[unit]}`;
-}
-
 const formatDescriptions: Record<LayerFormat, string> = {
 	'overlay-userxattr-1': 'whiteouts are 0/0 character devices, opaque dirs carry user.overlay.opaque',
 	'whiteout-files-1':
@@ -308,7 +296,7 @@ export function storeChecks(
 		'store-space',
 		'free space',
 		!lowSpace && !lowInodes,
-		`${formatSize(store.freeBytes)} and ${store.freeInodes === null ? 'no fixed limit of inodes' : `${formatCount(store.freeInodes)} inodes`} free${lowSpace || lowInodes ? `; runs write their files there: free some ${lowSpace ? 'space' : 'inodes'} or use another --store` : ''}`,
+		`${formatBytes(store.freeBytes)} and ${store.freeInodes === null ? 'no fixed limit of inodes' : `${formatCount(store.freeInodes)} inodes`} free${lowSpace || lowInodes ? `; runs write their files there: free some ${lowSpace ? 'space' : 'inodes'} or use another --store` : ''}`,
 	);
 	add(
 		'store-writable',

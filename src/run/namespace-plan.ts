@@ -102,72 +102,49 @@ export const fuseToolNames: ReadonlyArray<[keyof FuseTools, string]> = [
 /** mount(2) takes the options as one page: 4095 bytes and a terminating NUL. */
 export const maxMountOptionsLength = 4095;
 
-/**
-The overlay's mount options. The source is `/proc/self/fd/5`, layers are named by their short ids from
-inside the store's `layers/` dir, and upper and work are relative to the directory the mount runs in, so
-no user path ever appears in the option string: nothing to escape (`:`, `,`, `\`), and 500 lower layers
-fit in mount(2)'s 4095 bytes. Without layers the mount runs in the run's own dir.
-*/
-export function buildOverlayOptions({
-	volatile,
-	layers = [],
-	runId = '',
-	writable,
-}: {
+/** What the mount options of a view are built from. */
+export type ViewOptions = {
 	volatile: boolean;
 	layers?: readonly string[];
 	runId?: string;
 	writable?: {upper: string; work: string} | undefined;
-}): string {
+};
+
+/**
+Lower, upper and work dirs, then the backend's own options, then `volatile` when asked. The source is
+`/proc/self/fd/5`, layers are named by their short ids from inside the store's `layers/` dir, and upper
+and work are relative to the directory the mount runs in, so no user path ever appears in the option
+string: nothing to escape (`:`, `,`, `\`), and 500 lower layers fit in mount(2)'s 4095 bytes. Without
+layers the mount runs in the run's own dir.
+*/
+function buildViewOptions(
+	{volatile, layers = [], runId = '', writable}: ViewOptions,
+	backendOptions: readonly string[],
+): string {
 	const lowers = [...layers].reverse().concat('/proc/self/fd/5');
 	const runPath = layers.length > 0 ? `../runs/${runId}/` : '';
-	const options = [
+	return [
 		`lowerdir=${lowers.join(':')}`,
 		`upperdir=${writable?.upper ?? `${runPath}upper`}`,
 		`workdir=${writable?.work ?? `${runPath}work`}`,
-		// One portable layer format for root and rootless (see DESIGN: Layer format).
-		'userxattr',
-		'index=off',
-		'metacopy=off',
-	];
-	if (volatile) {
-		options.push('volatile');
-	}
+		...backendOptions,
+		...(volatile ? ['volatile'] : []),
+	].join(',');
+}
 
-	return options.join(',');
+/** The kernel overlay's mount options: one portable layer format for root and rootless (DESIGN: Layer format). */
+export function buildOverlayOptions(view: ViewOptions): string {
+	return buildViewOptions(view, ['userxattr', 'index=off', 'metacopy=off']);
 }
 
 /**
-fuse-overlayfs's options: the same lower, upper and work dirs (it resolves them itself, so the same
-relative names and /proc/self/fd/5 work), without the kernel's format options; it reads both layer
-formats. `volatile` skips its fsyncs.
+fuse-overlayfs's options: the same dirs (it resolves them itself, so the same relative names and
+/proc/self/fd/5 work), without the kernel's format options (it reads both layer formats). Writes reach
+the upper before write(2) returns, so a full disk is the writer's ENOSPC: with the kernel's writeback
+cache the error would be lost and a writer could loop forever. `volatile` skips its fsyncs.
 */
-export function buildFuseOptions({
-	volatile,
-	layers = [],
-	runId = '',
-	writable,
-}: {
-	volatile: boolean;
-	layers?: readonly string[];
-	runId?: string;
-	writable?: {upper: string; work: string} | undefined;
-}): string {
-	const lowers = [...layers].reverse().concat('/proc/self/fd/5');
-	const runPath = layers.length > 0 ? `../runs/${runId}/` : '';
-	const options = [
-		`lowerdir=${lowers.join(':')}`,
-		`upperdir=${writable?.upper ?? `${runPath}upper`}`,
-		`workdir=${writable?.work ?? `${runPath}work`}`,
-		// Writes reach the upper before write(2) returns, so a full disk is the writer's ENOSPC (with
-		// the kernel's writeback cache the error would be lost and a writer could loop forever).
-		'writeback=0',
-	];
-	if (volatile) {
-		options.push('volatile');
-	}
-
-	return options.join(',');
+export function buildFuseOptions(view: ViewOptions): string {
+	return buildViewOptions(view, ['writeback=0']);
 }
 
 /** The overlay's mount options for a plan. */
@@ -217,7 +194,8 @@ The fuse backend mounts with fuse-overlayfs, whose daemon (forked once the mount
 PID namespace like everything else, so it dies with the run whatever happens to scratch. When the writes
 are kept, the teardown stops every other process first, unmounts the view (which makes the daemon finish
 every write) and puts the upper in the store's layer format; the exit report then says `clean`, or
-`unclean` when the view could not be unmounted (the writes must not be trusted).
+`stuck` when the view could not be unmounted, `unnormalized` when its upper could not be put in the layer
+format (either way the writes must not be trusted).
 */
 const setupScript = `set -u
 mount=$1 mkdir=$2 source=$3 target=$4 target_mode=$5 cwd=$6 options=$7 mount_dir=$8
@@ -364,7 +342,11 @@ exec 4>&2 2>&3 3>&-
 status=$?
 teardown=clean
 if [ "$mounter" = fuse ] && [ "$keep" = 1 ]; then
-	{ unmount_fuse && normalize; } 2>/dev/null || teardown=unclean
+	if ! unmount_fuse 2>/dev/null; then
+		teardown=stuck
+	elif ! normalize 2>/dev/null; then
+		teardown=unnormalized
+	fi
 fi
 # Only ever as pid 1 of the run's own PID namespace: anywhere else -1 means every process.
 [ "$$" = 1 ] && kill -s KILL -- -1 2>/dev/null

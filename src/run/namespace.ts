@@ -15,6 +15,9 @@ import {
 /** Where one of the command's standard streams goes: the caller's own, nowhere, or an open fd. */
 export type StdioTarget = 'inherit' | 'ignore' | number;
 
+/** How pid 1's teardown of the view went (see NamespaceExit). */
+export type Teardown = 'clean' | 'stuck' | 'unnormalized';
+
 /** How the namespace ended, before scratch maps it to an exit status. */
 export type NamespaceExit = {
 	/** Whether the view was built and the command started. */
@@ -24,10 +27,11 @@ export type NamespaceExit = {
 	/** What the setup printed when it failed before the command started. */
 	setupOutput: string;
 	/**
-	How pid 1's teardown went, when it reported: `unclean` when a fuse view whose writes are kept could
-	not be unmounted and normalised (the writes must not be trusted).
+	How pid 1's teardown went, when it reported: for a fuse view whose writes are kept, `stuck` when it
+	could not be unmounted, `unnormalized` when its upper could not be put in the store's layer format
+	(either way its writes must not be trusted).
 	*/
-	teardown?: 'clean' | 'unclean';
+	teardown?: Teardown;
 };
 
 /** A running namespace: wait for it, or pass a signal on to the command inside. */
@@ -134,7 +138,7 @@ export function startNamespace(
 			code: Number(code),
 			signal: null,
 			setupOutput: '',
-			teardown: teardown === 'unclean' ? 'unclean' : 'clean',
+			teardown: teardown === 'stuck' || teardown === 'unnormalized' ? teardown : 'clean',
 		});
 		afterReady = '';
 	};

@@ -12,7 +12,14 @@ import {
 	reclaimAbandoned,
 	runEntries,
 } from '../store/runs.js';
-import {defaultStorePath, openStore, type Store, storeLayout, storeRecordName} from '../store/store.js';
+import {
+	defaultStorePath,
+	isOnOverlayfs,
+	openStore,
+	type Store,
+	storeLayout,
+	storeRecordName,
+} from '../store/store.js';
 import {moveToTrash, startBackgroundDeleter} from '../store/trash.js';
 import {holdStoreUse} from '../store/use-lock.js';
 import {crashPoint} from '../system/crash-point.js';
@@ -23,6 +30,7 @@ import {syncFileSystem} from '../system/sync-file-system.js';
 import {
 	type BackendChoice,
 	type BackendName,
+	backendProblem,
 	chooseBackend,
 	describePassedOver,
 	readHostFacts,
@@ -50,7 +58,7 @@ import {
 	relativeWorkingDirectory,
 	resolveSourceTree,
 } from './preflight.js';
-import {kernelMessagesAbout, translateSetupFailure} from './setup-errors.js';
+import {kernelMessagesAbout, parseSetupOutput, translateSetupFailure} from './setup-errors.js';
 import {measureUpper, type WriteStats} from './upper-stats.js';
 
 /** Options of one run. */
@@ -166,9 +174,6 @@ function resolveTools(backend: BackendName): NamespaceTools {
 /** The run dir's file for fuse-overlayfs's messages (and its teardown's xattr listing). */
 const fuseLogName = 'fuse.log';
 
-const uncleanReason =
-	'the fuse-overlayfs view could not be unmounted cleanly (a process of the run would not stop), so its writes cannot be trusted';
-
 /** Start a run. Errors before the command starts reject `result` with a ScratchError; nothing is left behind. */
 export function startRun(options: RunOptions): RunHandle {
 	const id = createRunId();
@@ -210,12 +215,11 @@ export function startRun(options: RunOptions): RunHandle {
 		const source = resolveSourceTree(options.src ?? process.cwd());
 		const storePath = path.resolve(options.store ?? defaultStorePath());
 		const hostFacts = readHostFacts();
-		const {backend, passedOver} = chooseBackend(
-			options.backend ?? 'auto',
-			hostFacts,
-			readStoreFacts(storePath),
-		);
-		const tools = resolveTools(backend);
+		const storeFacts = readStoreFacts(storePath);
+		const selection = chooseBackend(options.backend ?? 'auto', hostFacts, storeFacts);
+		const {passedOver} = selection;
+		let {backend} = selection;
+		let tools = resolveTools(backend);
 		checkStorePlacement(storePath, source);
 		const relative = relativeWorkingDirectory(source, options.cwd ?? process.cwd());
 
@@ -261,24 +265,21 @@ export function startRun(options: RunOptions): RunHandle {
 
 		// While the bases are resolved and the lease naming them is written, gc must not sweep them.
 		const hold = bases.length > 0 || persistent ? await holdStoreUse(store) : undefined;
+		const fusePlan = {
+			// Counting the writes (--json-file) needs them in the store's format too.
+			keepWrites:
+				Boolean(options.keep) ||
+				options.promote !== undefined ||
+				persistent !== undefined ||
+				Boolean(options.measure),
+			upper: upperOfRun,
+			layerFormat: store.layerFormat,
+			log: path.join(runDirectory, fuseLogName),
+		};
 		const plan: NamespacePlan = {
 			backend,
 			userNamespace: usesUserNamespace(backend, hostFacts.euid),
-			...(backend === 'fuse'
-				? {
-						fuse: {
-							// Counting the writes (--json-file) needs them in the store's format too.
-							keepWrites:
-								Boolean(options.keep) ||
-								options.promote !== undefined ||
-								persistent !== undefined ||
-								Boolean(options.measure),
-							upper: upperOfRun,
-							layerFormat: store.layerFormat,
-							log: path.join(runDirectory, fuseLogName),
-						},
-					}
-				: {}),
+			...(backend === 'fuse' ? {fuse: fusePlan} : {}),
 			source,
 			target,
 			workingDirectory: path.join(target, relative),
@@ -347,7 +348,11 @@ export function startRun(options: RunOptions): RunHandle {
 			let exit = await namespace.commandExit;
 			const statusNow = exitStatusOf(exit.code, exit.signal ? signalNumber(exit.signal) : undefined);
 			// A fuse view that could not be unmounted cleanly may not have all its writes in the upper.
-			const unclean = exit.teardown === 'unclean';
+			const unclean = exit.teardown !== undefined && exit.teardown !== 'clean';
+			const uncleanReason =
+				exit.teardown === 'stuck'
+					? 'the fuse-overlayfs view could not be unmounted (a process of the run would not stop), so its writes cannot be trusted'
+					: "the writes of the fuse-overlayfs view could not be put in the store's layer format, so they cannot be trusted";
 			const promoting =
 				options.promote !== undefined && exit.started && statusNow === 0 && !interruptedBy && !unclean;
 			const keeping = Boolean(options.keep) && !promoting && !unclean;
@@ -364,12 +369,12 @@ export function startRun(options: RunOptions): RunHandle {
 			}
 
 			if (!exit.started) {
-				finishDiscard(store, runDirectory, id);
 				if (interruptedBy) {
+					finishDiscard(store, runDirectory, id);
 					return abortedResult(id, store, backend, source, startedAt, interruptedBy);
 				}
 
-				throw translateSetupFailure(
+				const failure = translateSetupFailure(
 					exit.setupOutput,
 					backend,
 					store.root,
@@ -379,7 +384,44 @@ export function startRun(options: RunOptions): RunHandle {
 								readKernelErrors(bootSecondsAtStart - 0.1, /^(overlay|overlayfs|fuse)\b/),
 								overlayOptionsOf(plan),
 							),
+					{sourceOnOverlayfs: isOnOverlayfs(source)},
 				);
+				/*
+				Facts cannot tell everything (overlays nested too deep below the source, a security module, a file
+				system that looks fine): when the kernel refused the overlay itself and auto chose, fuse-overlayfs
+				gets its turn, in the same run dir (the failed mount wrote nothing).
+				*/
+				const canFallBack =
+					(options.backend ?? 'auto') === 'auto' &&
+					backend !== 'fuse' &&
+					parseSetupOutput(exit.setupOutput).step === 'overlay' &&
+					backendProblem('fuse', hostFacts, storeFacts) === undefined;
+				if (!canFallBack) {
+					finishDiscard(store, runDirectory, id);
+					throw failure;
+				}
+
+				backend = 'fuse';
+				tools = resolveTools(backend);
+				plan.backend = backend;
+				plan.userNamespace = usesUserNamespace(backend, hostFacts.euid);
+				plan.fuse = fusePlan;
+				options.onEvent?.({
+					type: 'fallback',
+					backend,
+					reason: `the kernel refused the overlay: ${failure.message}`,
+				});
+				const retry = startNamespace(plan, tools, {
+					runDirectory,
+					stdio: options.stdio ?? ['inherit', 'inherit', 'inherit'],
+					environment: {...(options.env ?? process.env), SCRATCH_RUN_ID: id},
+				});
+				namespace = retry;
+				if (interruptedBy) {
+					retry.signal(interruptedBy);
+				}
+
+				return finishRun(retry);
 			}
 
 			const exitCode = exitStatusOf(exit.code, exit.signal ? signalNumber(exit.signal) : undefined);

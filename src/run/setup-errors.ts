@@ -203,6 +203,7 @@ export function translateSetupFailure(
 	backend: BackendName,
 	store: string,
 	kernelMessages: readonly string[] = [],
+	{sourceOnOverlayfs = false}: {sourceOnOverlayfs?: boolean} = {},
 ): ScratchError {
 	const {step, subject, detail} = parseSetupOutput(output);
 	switch (step) {
@@ -244,6 +245,13 @@ export function translateSetupFailure(
 			const explained = explainMountFailure(detail, kernelMessages, backend, store);
 			if (explained) {
 				return explained;
+			}
+
+			// Without the kernel's words (not root), the likeliest cause a source on overlayfs gives.
+			if (sourceOnOverlayfs && backend !== 'fuse') {
+				return new LimitError(
+					`mounting the overlay failed (${detail}): the source tree is itself on overlayfs, and the kernel stacks overlays at most two deep; run on a source outside such mounts, or use --backend fuse`,
+				);
 			}
 
 			return new MountError(

@@ -2,7 +2,8 @@ import {accessSync, constants} from 'node:fs';
 import path from 'node:path';
 import {UnsupportedEnvironmentError} from '../errors.js';
 
-const packages: Record<string, string> = {
+/** The Debian package of each program scratch runs. */
+export const programPackages: Readonly<Record<string, string>> = {
 	setpriv: 'util-linux',
 	unshare: 'util-linux',
 	mount: 'mount',
@@ -24,6 +25,7 @@ const packages: Record<string, string> = {
 	awk: 'mawk',
 	mknod: 'coreutils',
 	sleep: 'coreutils',
+	mkfifo: 'coreutils',
 };
 
 const found = new Map<string, string>();
@@ -39,7 +41,7 @@ export function findExecutable(name: string): string {
 	}
 
 	throw new UnsupportedEnvironmentError(
-		`scratch needs the program '${name}' and cannot find it; install the ${packages[name] ?? name} package`,
+		`scratch needs the program '${name}' and cannot find it; install the ${programPackages[name] ?? name} package`,
 	);
 }
 

@@ -1,6 +1,6 @@
-import {mkdirSync} from 'node:fs';
+import {mkdirSync, readFileSync} from 'node:fs';
 import path from 'node:path';
-import {chownTree, type NamespaceSetup, nobodyId, type Sandbox} from './scratch.js';
+import {chownTree, type NamespaceSetup, nobodyId, processesWith, type Sandbox} from './scratch.js';
 
 /**
 A store on overlayfs, as inside a container whose root is overlayfs. Each scratch process gets the
@@ -42,4 +42,15 @@ export function overlayfsStore(sandbox: Sandbox): OverlayfsStore {
 /** The setup that gives a sandbox's user a usable /dev/fuse (root has one already). */
 export function fuseSetup(sandbox: Pick<Sandbox, 'user'>): NamespaceSetup | undefined {
 	return sandbox.user === 'nobody' ? {fuseDevice: true} : undefined;
+}
+
+/** Processes of fuse-overlayfs serving anything under the sandbox (its command line names the mount point). */
+export function fuseDaemonsIn(sandbox: Pick<Sandbox, 'root'>): number[] {
+	return processesWith(sandbox.root).filter((pid) => {
+		try {
+			return readFileSync(`/proc/${pid}/comm`, 'utf8').trim() === 'fuse-overlayfs';
+		} catch {
+			return false;
+		}
+	});
 }
