@@ -189,7 +189,9 @@ on the control pipe (exitMarker) before exiting itself. The kernel's teardown of
 every inode the run touched: ~50 ms for 20,000 files) then runs in the exit of unshare, the last holder
 of the mount namespace, which a discarding run need not wait for. pid 1 exits only at EOF on fd 6,
 which scratch holds: the teardown starts after scratch has exited (or at once, for a kept run, whose
-upper must be unmounted before it is recorded).
+upper must be unmounted before it is recorded). Every process of the chain holds fd 7, whose other end the
+run's background deleter reads: it deletes a discarded upper only after that teardown, which then only
+evicts clean inodes (freeing 20,000 deleted ones in it took seconds, with the caller's stdout held).
 The fuse backend mounts with fuse-overlayfs, whose daemon (forked once the mount is ready) lives in the
 PID namespace like everything else, so it dies with the run whatever happens to scratch. When the writes
 are kept, the teardown stops every other process first, unmounts the view (which makes the daemon finish
@@ -338,7 +340,7 @@ cd -- "$cwd" || fail cwd "$cwd"
 printf '\\036scratch-ready\\n' >&2
 exec 4>&2 2>&3 3>&-
 # pid 1 keeps the source open (fd 5) for the teardown, whatever the run covered it with; the command does not.
-( exec "$@" ) 4>&- 5<&- 6<&-
+( exec "$@" ) 4>&- 5<&- 6<&- 7>&-
 status=$?
 teardown=clean
 if [ "$mounter" = fuse ] && [ "$keep" = 1 ]; then

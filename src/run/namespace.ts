@@ -1,7 +1,7 @@
 import {spawn} from 'node:child_process';
 import {closeSync, openSync, writeSync} from 'node:fs';
 import os from 'node:os';
-import type {Writable} from 'node:stream';
+import type {Stream, Writable} from 'node:stream';
 import {readChildPids} from '../system/process-identity.js';
 import {releaseLater} from '../system/release-later.js';
 import {
@@ -51,6 +51,8 @@ export type NamespaceProcess = {
 	detach(): void;
 	/** Forward a signal to the command; before the command starts, tear the namespace down instead. */
 	signal(signal: NodeJS.Signals): void;
+	/** A socket that reads EOF once every process of the namespace is gone (its mounts torn down). */
+	readonly gone: (Stream & {destroy(): void}) | undefined;
 };
 
 // How long a forwarded signal waits for the command to appear after the view became ready.
@@ -91,8 +93,9 @@ export function startNamespace(
 		child = spawn(file, args, {
 			cwd: runDirectory,
 			env: environment,
-			// fd 6: pid 1 waits for EOF on it before exiting (see namespace-plan.ts).
-			stdio: [stdio[0], stdio[1], 'pipe', errorTarget, 'ignore', 'ignore', 'pipe'],
+			// fd 6: pid 1 waits for EOF on it before exiting (see namespace-plan.ts). fd 7: held by the whole
+			// chain, so its other end reads EOF once the namespace is gone, mounts and all.
+			stdio: [stdio[0], stdio[1], 'pipe', errorTarget, 'ignore', 'ignore', 'pipe', 'pipe'],
 		});
 	} finally {
 		if (closeErrorTarget) {
@@ -237,6 +240,7 @@ export function startNamespace(
 		signal(signal) {
 			deliver(signal, 0);
 		},
+		gone: ((child.stdio as unknown[])[7] as (Stream & {destroy(): void}) | null) ?? undefined,
 	};
 }
 

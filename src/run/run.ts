@@ -325,8 +325,10 @@ export function startRun(options: RunOptions): RunHandle {
 			namespace.signal(pendingSignal);
 		}
 
-		// Forked now, while the namespace is being set up; it starts deleting once released.
-		const deleter = startBackgroundDeleter(store);
+		// Forked now, while the namespace is being set up; it starts deleting once released and once the
+		// namespace is gone (see trash.ts).
+		const deleter = startBackgroundDeleter(store, {alsoAfter: namespace.gone});
+		namespace.gone?.destroy();
 		try {
 			return await finishRun(namespace);
 		} finally {

@@ -18,7 +18,7 @@ on the run's critical path); the deleter waits for EOF on its stdin, which comes
 it (see releaseLater), and then deletes whatever in the trash no other deleter holds.
 */
 const backgroundScript =
-	'read -r _ || :; for entry in *; do [ -e "$entry" ] || continue; "$0" -n -E 0 "$entry" rm -rf -- "$entry"; done';
+	'read -r _ || :; { read -r _ <&3 || :; } 2>/dev/null; exec 3<&-; for entry in *; do [ -e "$entry" ] || continue; "$0" -n -E 0 "$entry" rm -rf -- "$entry"; done';
 const foregroundScript = 'for entry; do "$0" "$entry" rm -rf -- "$entry"; done';
 
 /** Move a directory into the trash under a unique name; returns that name, or undefined if it was gone. */
@@ -66,10 +66,23 @@ export type BackgroundDeleter = {
 	release(): void;
 };
 
-/** Fork a background deleter now; it deletes the trash once released. */
-export function startBackgroundDeleter(store: Store): BackgroundDeleter {
+/**
+Fork a background deleter now; it deletes the trash once released and, when given, once `alsoAfter` (a
+socket whose other end a run's namespace holds) reaches EOF: a discarded upper is then deleted after the
+kernel has torn its overlay down, so that teardown (which holds the caller's stdout and stderr open) only
+evicts inodes, and the cost of freeing 20,000 files is the deleter's, at idle priority, with no one
+waiting for it.
+*/
+export function startBackgroundDeleter(
+	store: Store,
+	{alsoAfter}: {alsoAfter?: import('node:stream').Stream | undefined} = {},
+): BackgroundDeleter {
 	const [file, args] = deleterCommand([], backgroundScript, {background: true});
-	const child = spawn(file, args, {cwd: store.trashDir, detached: true, stdio: ['pipe', 'ignore', 'ignore']});
+	const child = spawn(file, args, {
+		cwd: store.trashDir,
+		detached: true,
+		stdio: ['pipe', 'ignore', 'ignore', alsoAfter ?? 'ignore'],
+	});
 	child.on('error', () => {
 		// Nothing lost: the next run or `scratch gc` deletes what is left.
 	});
