@@ -352,6 +352,13 @@ const fuseProblemCases: Array<{
 		problem: /fuse-overlayfs is not installed; install the fuse-overlayfs package/,
 	},
 	{
+		title: "fuse needs the teardown's programs too",
+		backend: 'fuse',
+		facts: fuseFacts({missingFusePrograms: ['getfattr', 'setfattr', 'awk']}),
+		problem:
+			/^the fuse backend also runs getfattr, setfattr, awk, which are not installed; install attr, mawk$/,
+	},
+	{
 		title: 'fuse needs /dev/fuse',
 		backend: 'fuse',
 		facts: fuseFacts({devFuse: 'missing'}),

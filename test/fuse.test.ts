@@ -1,5 +1,6 @@
 import {spawnSync} from 'node:child_process';
-import {existsSync, lstatSync, mkdirSync, readdirSync, readFileSync} from 'node:fs';
+import {existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync} from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import test, {type ExecutionContext} from 'ava';
 import type {Options, ResultPromise} from 'execa';
@@ -596,3 +597,89 @@ for (const user of users) {
 		t.deepEqual(hostMountsUnder(sandbox.root), []);
 	});
 }
+
+for (const user of users) {
+	test(`a signal after auto fell back to fuse reaches the command of the retried run (${user})`, async (t) => {
+		const sandbox = makeSandbox(t, user);
+		const nest = path.join(sandbox.root, 'nest');
+		for (const directory of ['u1', 'w1', 'm1', 'u2', 'w2', 'm2']) {
+			mkdirSync(path.join(nest, directory), {recursive: true});
+		}
+
+		if (user === 'nobody') {
+			chownTree(nest, nobodyId);
+		}
+
+		const held = await holdMountNamespace(
+			t,
+			[
+				`cd '${nest}'`,
+				`mount -t overlay -o lowerdir='${sandbox.src}',upperdir=u1,workdir=w1 nest-1 m1`,
+				'mount -t overlay -o lowerdir=m1,upperdir=u2,workdir=w2 nest-2 m2',
+				'device=$(mktemp -d); mknod -m 666 "$device/fuse" c 10 229; mount --bind "$device/fuse" /dev/fuse; rm -rf "$device"',
+			].join('\n'),
+		);
+		const marker = path.join(sandbox.root, 'marker');
+		const subprocess = scratchRun(
+			{...sandbox, src: path.join(nest, 'm2')},
+			[
+				'--',
+				'sh',
+				'-c',
+				`trap 'echo got > ${marker}; exit 7' TERM; echo ready; while :; do sleep 0.05; done`,
+			],
+			{setup: held.setup, buffer: false},
+		) as unknown as ResultPromise;
+		await waitForLine(subprocess, 'ready');
+		subprocess.kill('SIGTERM');
+		const result = await subprocess;
+		t.is(result.exitCode, 143);
+		t.is(readFileSync(marker, 'utf8'), 'got\n', 'the command of the fuse run got the signal');
+		t.true(await eventually(() => fuseDaemonsIn(sandbox).length === 0));
+	});
+
+	test(`a fuse run whose daemon dies while the command runs is not promoted, and says so (${user})`, async (t) => {
+		const sandbox = makeSandbox(t, user);
+		const result = await run(sandbox, [
+			'--backend',
+			'fuse',
+			'--promote',
+			'lost',
+			'--',
+			'sh',
+			'-c',
+			'echo x > written; for p in /proc/[0-9]*; do [ "$(cat $p/comm 2>/dev/null)" = fuse-overlayfs ] && kill -9 "$(basename "$p")"; done; exit 0',
+		]);
+		t.is(result.exitCode, 0, "the status is the command's own");
+		t.regex(
+			String(result.stderr),
+			/^scratch: not promoted to lost: the fuse-overlayfs daemon died while the command ran \(writes after that failed\), so its writes cannot be trusted; lost is unchanged$/m,
+		);
+		t.false(existsSync(path.join(sandbox.store, 'refs', 'lost')));
+		await assertNoFuseLeft(t, sandbox);
+	});
+}
+
+test('the fuse backend refuses an outside --tmpfs that covers the store or the source, which it reaches by path', async (t) => {
+	const sandbox = makeSandbox(t, 'root');
+	const elsewhere = mkdtempSync(path.join(os.tmpdir(), 'scratch-test-store-'));
+	t.teardown(() => {
+		rmSync(elsewhere, {recursive: true, force: true});
+	});
+	for (const [covered, path_, store] of [
+		['store', sandbox.root, sandbox.store],
+		['source tree', sandbox.root, path.join(elsewhere, 'store')],
+	] as const) {
+		const result = await run({...sandbox, store}, ['--backend', 'fuse', '--tmpfs', path_, '--', 'true']);
+		t.is(result.exitCode, 125);
+		t.regex(
+			String(result.stderr),
+			new RegExp(
+				`^scratch: --tmpfs ${path_} covers the ${covered}, which the fuse backend reaches by path once the tmpfs is there; give a tmpfs elsewhere, or put the store \\(or the source\\) outside it$`,
+			),
+		);
+	}
+
+	t.false(existsSync(sandbox.store));
+	t.deepEqual(readdirSync(elsewhere), []);
+});

@@ -1,7 +1,13 @@
 import {existsSync, mkdirSync, readdirSync, writeFileSync} from 'node:fs';
 import path from 'node:path';
 import test from 'ava';
-import {createRunDirectory, findAbandoned, type RunRecord, reclaimAbandoned} from '../src/store/runs.js';
+import {
+	createRunDirectory,
+	findAbandoned,
+	finishInterruptedKeeps,
+	type RunRecord,
+	reclaimAbandoned,
+} from '../src/store/runs.js';
 import {deleteTrashNow, listTrash} from '../src/store/trash.js';
 import {currentProcessIdentity, type ProcessIdentity} from '../src/system/process-identity.js';
 import {deadIdentity, temporaryStore} from './helpers/store-fixtures.js';
@@ -67,4 +73,29 @@ test('a lease from another boot is dead even if the pid and start time match a l
 		findAbandoned(store).map(({trashName}) => trashName),
 		['run-otherboot001'],
 	);
+});
+
+test("a dead run whose record says kept is finished into kept/ (its leftovers trashed), and a kept run's other files stay", async (t) => {
+	const store = await temporaryStore(t);
+	const dead = deadIdentity();
+	const directory = createRunDirectory(store, record('keepkeepkee1', dead));
+	writeFileSync(
+		path.join(directory, 'run.json'),
+		JSON.stringify({...record('keepkeepkee1', dead), state: 'kept'}),
+	);
+	writeFileSync(path.join(directory, 'fuse.log'), 'unknown argument ignored: lazytime\n');
+	// A promotion of another kept run writing its record's temporary file: never trashed.
+	const other = path.join(store.keptDir, 'otherother01');
+	mkdirSync(path.join(other, 'upper'), {recursive: true});
+	writeFileSync(path.join(other, 'run.json'), '{}');
+	writeFileSync(path.join(other, '.run.json.123.abcdefghij.tmp'), '{}');
+
+	t.deepEqual(findAbandoned(store), [], 'a keep to finish is not garbage');
+	t.deepEqual(finishInterruptedKeeps(store, {dryRun: true}), ['keepkeepkee1']);
+	t.true(existsSync(directory), 'a dry run moves nothing');
+	reclaimAbandoned(store);
+	t.false(existsSync(directory));
+	t.deepEqual(readdirSync(path.join(store.keptDir, 'keepkeepkee1')).sort(), ['run.json', 'upper']);
+	t.deepEqual(readdirSync(other).sort(), ['.run.json.123.abcdefghij.tmp', 'run.json', 'upper']);
+	t.deepEqual(finishInterruptedKeeps(store), [], 'finished once');
 });

@@ -288,11 +288,9 @@ function checkRawArguments(argv: readonly string[]): void {
 /** Refuse single-value options given twice (yargs makes them arrays). */
 function checkOptionValues(argv: readonly string[], options: Record<string, unknown>): void {
 	for (const key of Object.keys(valueOptions)) {
-		if (
-			Array.isArray(options[key]) &&
-			argv.some((word) => word === `--${key}` || word.startsWith(`--${key}=`))
-		) {
-			throw new UsageError(`--${key} was given more than once; give it once`);
+		if (Array.isArray(options[key])) {
+			const flag = key === 'output' && argv.includes('-o') ? '-o' : `--${key}`;
+			throw new UsageError(`${flag} was given more than once; give it once`);
 		}
 	}
 }

@@ -4,7 +4,7 @@ import path from 'node:path';
 import {UnsupportedEnvironmentError, UsageError} from '../errors.js';
 import {type LayerFormat, layerFormats} from '../store/layer-format.js';
 import {layerFormatFor} from '../store/store.js';
-import {findExecutableOrUndefined} from '../system/executables.js';
+import {findExecutableOrUndefined, programPackages} from '../system/executables.js';
 
 /**
 How a run gets its overlay: `kernel` mounts kernel overlayfs as real root, `userns` as root of a user
@@ -28,7 +28,22 @@ export type HostFacts = {
 	fuseOverlayfs?: string | undefined;
 	/** Whether /dev/fuse exists and this user may open it for reading and writing. */
 	devFuse?: 'ok' | 'missing' | 'denied';
+	/** Programs the fuse backend's teardown needs that are not installed. */
+	missingFusePrograms?: string[];
 };
+
+/** What the fuse backend's teardown runs besides fuse-overlayfs (see namespace-plan.ts). */
+export const fuseTeardownPrograms = [
+	'umount',
+	'getfattr',
+	'setfattr',
+	'find',
+	'awk',
+	'xargs',
+	'sleep',
+	'rm',
+	'mknod',
+];
 
 /** Facts about the store a run would use: where it is, what it sits on, how its layers are kept. */
 export type StoreFacts = {
@@ -73,6 +88,7 @@ export function readHostFacts(): HostFacts {
 		apparmorRestrictsUserns: readNumber('/proc/sys/kernel/apparmor_restrict_unprivileged_userns'),
 		fuseOverlayfs: findExecutableOrUndefined('fuse-overlayfs'),
 		devFuse: devFuseAccess(),
+		missingFusePrograms: fuseTeardownPrograms.filter((program) => !findExecutableOrUndefined(program)),
 	};
 }
 
@@ -227,6 +243,12 @@ export function backendProblem(
 
 		if (!facts.fuseOverlayfs) {
 			return 'fuse-overlayfs is not installed; install the fuse-overlayfs package';
+		}
+
+		const missing = facts.missingFusePrograms ?? [];
+		if (missing.length > 0) {
+			const packages = [...new Set(missing.map((program) => programPackages[program] ?? program))];
+			return `the fuse backend also runs ${missing.join(', ')}, which ${missing.length === 1 ? 'is' : 'are'} not installed; install ${packages.join(', ')}`;
 		}
 
 		if (facts.devFuse === 'missing') {

@@ -86,6 +86,7 @@ export type FuseTools = {
 	mknod: string;
 };
 
+// The order of the setup script's fuse arguments (see fuseArguments).
 export const fuseToolNames: ReadonlyArray<[keyof FuseTools, string]> = [
 	['fuseOverlayfs', 'fuse-overlayfs'],
 	['umount', 'umount'],
@@ -196,8 +197,9 @@ The fuse backend mounts with fuse-overlayfs, whose daemon (forked once the mount
 PID namespace like everything else, so it dies with the run whatever happens to scratch. When the writes
 are kept, the teardown stops every other process first, unmounts the view (which makes the daemon finish
 every write) and puts the upper in the store's layer format; the exit report then says `clean`, or
-`stuck` when the view could not be unmounted, `unnormalized` when its upper could not be put in the layer
-format (either way the writes must not be trusted).
+`died` when its daemon died before the command ended, `stuck` when the view could not be unmounted,
+`unnormalized` when its upper could not be put in the layer format (in each case the writes must not be
+trusted).
 */
 const setupScript = `set -u
 mount=$1 mkdir=$2 source=$3 target=$4 target_mode=$5 cwd=$6 options=$7 mount_dir=$8
@@ -250,6 +252,12 @@ mount_fuse() {
 		[ "\${entry#/proc/}" = "$$" ] && continue
 		read -r comm <"$entry/comm" 2>/dev/null && [ "$comm" = fuse-overlayfs ] && fuse_pid=\${entry#/proc/}
 	done
+	# Without it the teardown could neither spare it nor tell whether it lived to serve every write.
+	[ -n "$fuse_pid" ] || {
+		cat -- "$log" >&2
+		echo "fuse-overlayfs: no daemon serves the view" >&2
+		fail overlay "$target"
+	}
 }
 # Everything in the run but pid 1 and the daemon, so that nothing holds the view when it is unmounted.
 stop_others() {
@@ -295,16 +303,23 @@ normalize() {
 			fi ;;
 			esac
 		done' normalize "$setfattr" "$rm" "$mknod" {} + || return 1
-	"$getfattr" -R -P -h --absolute-names -m '^(trusted\\.overlay\\.|user\\.fuseoverlayfs\\.)' -- "$upper" >"$log.xattrs" 2>/dev/null
+	fuse_xattrs >"$log.xattrs" || return 1
+	[ -s "$log.xattrs" ] || return 0
 	for attribute in trusted.overlay.opaque trusted.overlay.origin user.fuseoverlayfs.opaque user.fuseoverlayfs.origin; do
-		"$awk" -v want="$attribute" '/^# file: /{file = substr($0, 9); next} $0 == want && index(file, "\\\\") == 0 {print file}' "$log.xattrs" |
-			"$xargs" -r -d '\\n' "$setfattr" -h -x "$attribute" -- || return 1
+		"$awk" -v want="$attribute" '/^# file: /{file = substr($0, 9); next} $0 == want && index(file, "\\\\") == 0 {print file}' "$log.xattrs" >"$log.files" || return 1
+		"$xargs" -r -d '\\n' "$setfattr" -h -x "$attribute" -- <"$log.files" || return 1
 		# getfattr escapes names holding a backslash or a line break: those need the slow way.
 		if "$awk" -v want="$attribute" '/^# file: /{file = substr($0, 9); next} $0 == want && index(file, "\\\\") {found = 1} END {exit !found}' "$log.xattrs"; then
 			"$find" "$upper" -exec "$setfattr" -h -x "$attribute" -- {} + 2>/dev/null
 		fi
 	done
-	return 0
+	# Whatever went wrong above, the upper is in the layer format only if none of them is left.
+	fuse_xattrs >"$log.xattrs" || return 1
+	[ ! -s "$log.xattrs" ]
+}
+# fuse-overlayfs's own xattrs in the upper, as getfattr lists them (file lines, then attribute names).
+fuse_xattrs() {
+	"$getfattr" -R -P -h --absolute-names -m '^(trusted\\.overlay\\.(opaque|origin)|user\\.fuseoverlayfs\\.(opaque|origin))$' -- "$upper" 2>/dev/null
 }
 # Unmount the view cleanly: fuse-overlayfs has then done every write. Submounts (--tmpfs) go with it.
 unmount_fuse() {
@@ -342,16 +357,24 @@ exec 4>&2 2>&3 3>&-
 # pid 1 keeps the source open (fd 5) for the teardown, whatever the run covered it with; the command does not.
 ( exec "$@" ) 4>&- 5<&- 6<&- 7>&-
 status=$?
+# The teardown's own programs must finish whatever signal comes now (a terminal's ^C, or scratch
+# passing one on): ignored signals stay ignored through exec.
+trap '' INT TERM HUP QUIT
 teardown=clean
 if [ "$mounter" = fuse ] && [ "$keep" = 1 ]; then
-	if ! unmount_fuse 2>/dev/null; then
+	if ! kill -0 "$fuse_pid" 2>/dev/null; then
+		teardown=died
+	elif ! unmount_fuse 2>/dev/null; then
 		teardown=stuck
-	elif ! normalize 2>/dev/null; then
-		teardown=unnormalized
 	fi
 fi
 # Only ever as pid 1 of the run's own PID namespace: anywhere else -1 means every process.
 [ "$$" = 1 ] && kill -s KILL -- -1 2>/dev/null
+# With nothing left that could write to it, the upper is put in the store's format even when its writes
+# are not trusted: a workspace keeps its upper whatever happened.
+if [ "$mounter" = fuse ] && [ "$keep" = 1 ]; then
+	normalize 2>/dev/null || { [ "$teardown" = clean ] && teardown=unnormalized; }
+fi
 printf '\\036scratch-exit %s %s\\n' "$status" "$teardown" >&4
 read -r _ 2>/dev/null <&6 || :
 exit "$status"`;

@@ -16,7 +16,7 @@ import {
 export type StdioTarget = 'inherit' | 'ignore' | number;
 
 /** How pid 1's teardown of the view went (see NamespaceExit). */
-export type Teardown = 'clean' | 'stuck' | 'unnormalized';
+export type Teardown = 'clean' | 'died' | 'stuck' | 'unnormalized';
 
 /** How the namespace ended, before scratch maps it to an exit status. */
 export type NamespaceExit = {
@@ -27,9 +27,9 @@ export type NamespaceExit = {
 	/** What the setup printed when it failed before the command started. */
 	setupOutput: string;
 	/**
-	How pid 1's teardown went, when it reported: for a fuse view whose writes are kept, `stuck` when it
-	could not be unmounted, `unnormalized` when its upper could not be put in the store's layer format
-	(either way its writes must not be trusted).
+	How pid 1's teardown went, when it reported: for a fuse view whose writes are kept, `died` when its
+	daemon died before the command ended, `stuck` when it could not be unmounted, `unnormalized` when its
+	upper could not be put in the store's layer format (in each case its writes must not be trusted).
 	*/
 	teardown?: Teardown;
 };
@@ -141,7 +141,8 @@ export function startNamespace(
 			code: Number(code),
 			signal: null,
 			setupOutput: '',
-			teardown: teardown === 'stuck' || teardown === 'unnormalized' ? teardown : 'clean',
+			teardown:
+				teardown === 'died' || teardown === 'stuck' || teardown === 'unnormalized' ? teardown : 'clean',
 		});
 		afterReady = '';
 	};

@@ -44,6 +44,7 @@ import {
 	type FuseTools,
 	fuseToolNames,
 	isUnderOtherTmpfs,
+	isWithin,
 	type NamespacePlan,
 	type NamespaceTools,
 	overlayOptionsOf,
@@ -252,6 +253,13 @@ export function startRun(options: RunOptions): RunHandle {
 				checkTmpfsMountPoint(mount.path, requestedTmpfs[index] as string);
 			}
 		}
+		if (backend === 'fuse') {
+			const problem = fuseTmpfsProblem(tmpfs, storePath, source);
+			if (problem) {
+				throw new UsageError(problem);
+			}
+		}
+
 		const store = await openStore(storePath);
 		if (pendingSignal) {
 			return abortedResult(id, store, backend, source, startedAt, pendingSignal);
@@ -327,17 +335,19 @@ export function startRun(options: RunOptions): RunHandle {
 
 		// Forked now, while the namespace is being set up; it starts deleting once released and once the
 		// namespace is gone (see trash.ts).
-		const deleter = startBackgroundDeleter(store, {alsoAfter: namespace.gone});
+		const deleters = [startBackgroundDeleter(store, {alsoAfter: namespace.gone})];
 		namespace.gone?.destroy();
 		try {
 			return await finishRun(namespace);
 		} finally {
-			deleter.release();
+			for (const deleter of deleters) {
+				deleter.release();
+			}
 		}
 
-		async function finishRun(namespace: NamespaceProcess): Promise<RunResult> {
+		async function finishRun(current: NamespaceProcess): Promise<RunResult> {
 			let readyAt = startedAt;
-			void namespace.ready.then(() => {
+			void current.ready.then(() => {
 				readyAt = performance.now();
 				options.onEvent?.({type: 'started', runId: id, backend, view: plan.workingDirectory});
 			});
@@ -347,27 +357,31 @@ export function startRun(options: RunOptions): RunHandle {
 			namespace-plan.ts): pid 1 reports the exit only once every process of the run is gone, so nothing
 			can write to the upper any more, and the mount, unreachable, dies with this process.
 			*/
-			let exit = await namespace.commandExit;
+			let exit = await current.commandExit;
 			const statusNow = exitStatusOf(exit.code, exit.signal ? signalNumber(exit.signal) : undefined);
 			// A fuse view that could not be unmounted cleanly may not have all its writes in the upper.
 			const unclean = exit.teardown !== undefined && exit.teardown !== 'clean';
-			const uncleanReason =
-				exit.teardown === 'stuck'
-					? 'the fuse-overlayfs view could not be unmounted (a process of the run would not stop), so its writes cannot be trusted'
-					: "the writes of the fuse-overlayfs view could not be put in the store's layer format, so they cannot be trusted";
+			const uncleanReason = {
+				died: 'the fuse-overlayfs daemon died while the command ran (writes after that failed), so its writes cannot be trusted',
+				stuck:
+					'the fuse-overlayfs view could not be unmounted (a process of the run would not stop), so its writes cannot be trusted',
+				unnormalized:
+					"the writes of the fuse-overlayfs view could not be put in the store's layer format, so they cannot be trusted",
+				clean: '',
+			}[exit.teardown ?? 'clean'];
 			const promoting =
 				options.promote !== undefined && exit.started && statusNow === 0 && !interruptedBy && !unclean;
 			const keeping = Boolean(options.keep) && !promoting && !unclean;
 			// A kept upper, or a workspace's, is used again: the overlay must be gone from it first.
 			const waitForUnmount = keeping || persistent !== undefined;
 			if (waitForUnmount) {
-				namespace.release();
-				exit = await namespace.closed;
+				current.release();
+				exit = await current.closed;
 			}
 
 			const exitedAt = performance.now();
 			if (!waitForUnmount) {
-				namespace.detach();
+				current.detach();
 			}
 
 			if (!exit.started) {
@@ -397,7 +411,8 @@ export function startRun(options: RunOptions): RunHandle {
 					(options.backend ?? 'auto') === 'auto' &&
 					backend !== 'fuse' &&
 					parseSetupOutput(exit.setupOutput).step === 'overlay' &&
-					backendProblem('fuse', hostFacts, storeFacts) === undefined;
+					backendProblem('fuse', hostFacts, storeFacts) === undefined &&
+					fuseTmpfsProblem(tmpfs, store.root, source) === undefined;
 				if (!canFallBack) {
 					finishDiscard(store, runDirectory, id);
 					throw failure;
@@ -413,16 +428,22 @@ export function startRun(options: RunOptions): RunHandle {
 					backend,
 					reason: `the kernel refused the overlay: ${failure.message}`,
 				});
-				const retry = startNamespace(plan, tools, {
-					runDirectory,
-					stdio: options.stdio ?? ['inherit', 'inherit', 'inherit'],
-					environment: {...(options.env ?? process.env), SCRATCH_RUN_ID: id},
-				});
-				namespace = retry;
-				if (interruptedBy) {
-					retry.signal(interruptedBy);
+				let retry: NamespaceProcess;
+				try {
+					retry = startNamespace(plan, tools, {
+						runDirectory,
+						stdio: options.stdio ?? ['inherit', 'inherit', 'inherit'],
+						environment: {...(options.env ?? process.env), SCRATCH_RUN_ID: id},
+					});
+				} catch {
+					finishDiscard(store, runDirectory, id);
+					throw failure;
 				}
 
+				// Signals now go to the retry, and its discarded upper waits for the retry's namespace.
+				namespace = retry;
+				deleters.push(startBackgroundDeleter(store, {alsoAfter: retry.gone}));
+				retry.gone?.destroy();
 				return finishRun(retry);
 			}
 
@@ -572,6 +593,23 @@ function discardQuietly(store: Store, runDirectory: string, id: string): void {
 	try {
 		finishDiscard(store, runDirectory, id);
 	} catch {}
+}
+
+/**
+fuse-overlayfs reaches the source and the run's upper and work dirs by path, and resolves them after the
+outside --tmpfs mounts are in place: one that covers the store or the source would hide them.
+*/
+function fuseTmpfsProblem(
+	tmpfs: ReadonlyArray<{path: string; create: boolean}>,
+	storeRoot: string,
+	source: string,
+): string | undefined {
+	const covering = tmpfs.find(
+		(mount) => !mount.create && (isWithin(storeRoot, mount.path) || isWithin(source, mount.path)),
+	);
+	return covering
+		? `--tmpfs ${covering.path} covers the ${isWithin(storeRoot, covering.path) ? 'store' : 'source tree'}, which the fuse backend reaches by path once the tmpfs is there; give a tmpfs elsewhere, or put the store (or the source) outside it`
+		: undefined;
 }
 
 /** Whether the store's directory is gone (removed while a command ran). */

@@ -90,12 +90,23 @@ export function finishInterruptedKeeps(store: Store, {dryRun = false}: {dryRun?:
 			continue;
 		}
 
-		finished.push(id);
 		if (!dryRun) {
 			const keptDirectory = path.join(store.keptDir, id);
-			renameSync(directory, keptDirectory);
+			try {
+				renameSync(directory, keptDirectory);
+			} catch (error) {
+				// Another run or gc finished it first.
+				if (['ENOENT', 'ENOTEMPTY', 'EEXIST'].includes((error as NodeJS.ErrnoException).code ?? '')) {
+					continue;
+				}
+
+				throw error;
+			}
+
 			trashAllButKept(store, keptDirectory, id);
 		}
+
+		finished.push(id);
 	}
 
 	// Kept runs whose scratch died after the move but before the rest of the run's dir went.
@@ -108,12 +119,23 @@ export function finishInterruptedKeeps(store: Store, {dryRun = false}: {dryRun?:
 	return finished;
 }
 
-/** A kept run is its upper and its record: the rest of the run's dir (work, mount point, lease, logs) goes. */
+/**
+A kept run is its upper and its record: what else its run dir held (work, mount point, lease, the fuse
+backend's logs) goes. Only those by name: a promotion of the kept run may be writing its record's
+temporary file beside them.
+*/
+const runLeftovers = [
+	runEntries.work,
+	runEntries.merged,
+	runEntries.lease,
+	'fuse.log',
+	'fuse.log.xattrs',
+	'fuse.log.files',
+];
+
 function trashAllButKept(store: Store, keptDirectory: string, id: string): void {
-	for (const entry of readDirectoryOrEmpty(keptDirectory)) {
-		if (entry !== runEntries.upper && entry !== runEntries.record) {
-			moveToTrash(store, path.join(keptDirectory, entry), `kept-${id}-${entry}`);
-		}
+	for (const entry of runLeftovers) {
+		moveToTrash(store, path.join(keptDirectory, entry), `kept-${id}-${entry}`);
 	}
 }
 
