@@ -291,6 +291,8 @@ for (const user of users) {
 			`mount --bind '${sandbox.store}' '${sandbox.store}'\nmount -o remount,bind,ro '${sandbox.store}'`,
 		);
 		const options = {setup: held.setup};
+		// The promotion's discarded run dir is deleted in the background: wait for it, then look.
+		t.true(await eventually(() => storeLeftovers(sandbox.store).length === 0, 20_000));
 		const before = fingerprintTree(sandbox.store);
 
 		const run = await scratchRun(sandbox, ['--', 'true'], options);

@@ -6,7 +6,7 @@ import type {NamespaceSetup} from './scratch.js';
 /**
 A private mount namespace the test holds for its whole length: a process started with
 `unshare --mount` runs SCRIPT (as root) to mount what the test needs (a small tmpfs under the store, a
-read-only bind), then sleeps. Scratch processes enter it (`setup`), so its mounts last from one of them
+read-only bind), then sleeps; it dies with the test's process, whatever kills that. Scratch processes enter it (`setup`), so its mounts last from one of them
 to the next; the test reads what they see through `/proc/PID/root`. The process is stopped, by its
 pid, when the test ends, and the namespace and its mounts die with it: nothing reaches the host.
 */
@@ -21,9 +21,20 @@ export type HeldNamespace = {
 };
 
 export async function holdMountNamespace(t: ExecutionContext, script: string): Promise<HeldNamespace> {
+	// setpriv makes it die with the test's process even when that is killed (a timed-out worker).
 	const child = spawn(
-		'unshare',
-		['--mount', '--propagation', 'private', 'sh', '-c', `set -e\n${script}\necho ready\nexec sleep 86400`],
+		'setpriv',
+		[
+			'--pdeathsig',
+			'KILL',
+			'unshare',
+			'--mount',
+			'--propagation',
+			'private',
+			'sh',
+			'-c',
+			`set -e\n${script}\necho ready\nexec sleep 86400`,
+		],
 		{stdio: ['ignore', 'pipe', 'pipe']},
 	);
 	const pid = child.pid as number;
