@@ -539,29 +539,37 @@ test('a fuse run whose command fails is not promoted, and nothing is left (root)
 	await assertNoFuseLeft(t, sandbox);
 });
 
+/**
+The sandbox's source seen through an overlay over an overlay, in a mount namespace the test holds (with
+a usable /dev/fuse): the kernel stacks no third overlay on it, though nothing in the facts says so.
+*/
+async function nestedOverlaySource(t: ExecutionContext, sandbox: Sandbox) {
+	const nest = path.join(sandbox.root, 'nest');
+	for (const directory of ['u1', 'w1', 'm1', 'u2', 'w2', 'm2']) {
+		mkdirSync(path.join(nest, directory), {recursive: true});
+	}
+
+	if (sandbox.user === 'nobody') {
+		chownTree(nest, nobodyId);
+	}
+
+	const held = await holdMountNamespace(
+		t,
+		[
+			`cd '${nest}'`,
+			`mount -t overlay -o lowerdir='${sandbox.src}',upperdir=u1,workdir=w1 nest-1 m1`,
+			'mount -t overlay -o lowerdir=m1,upperdir=u2,workdir=w2 nest-2 m2',
+			'device=$(mktemp -d); mknod -m 666 "$device/fuse" c 10 229; mount --bind "$device/fuse" /dev/fuse; rm -rf "$device"',
+		].join('\n'),
+	);
+	// `outerUpper` holds what reached the nested source itself.
+	return {held, nested: {...sandbox, src: path.join(nest, 'm2')}, outerUpper: path.join(nest, 'u2')};
+}
+
 for (const user of users) {
 	test(`when the kernel refuses the overlay where the facts looked fine (a source on overlays nested too deep), auto falls back to fuse and says why (${user})`, async (t) => {
 		const sandbox = makeSandbox(t, user);
-		const nest = path.join(sandbox.root, 'nest');
-		for (const directory of ['u1', 'w1', 'm1', 'u2', 'w2', 'm2']) {
-			mkdirSync(path.join(nest, directory), {recursive: true});
-		}
-
-		if (user === 'nobody') {
-			chownTree(nest, nobodyId);
-		}
-
-		// The source is an overlay over an overlay: the kernel stacks no third one on it.
-		const held = await holdMountNamespace(
-			t,
-			[
-				`cd '${nest}'`,
-				`mount -t overlay -o lowerdir='${sandbox.src}',upperdir=u1,workdir=w1 nest-1 m1`,
-				'mount -t overlay -o lowerdir=m1,upperdir=u2,workdir=w2 nest-2 m2',
-				'device=$(mktemp -d); mknod -m 666 "$device/fuse" c 10 229; mount --bind "$device/fuse" /dev/fuse; rm -rf "$device"',
-			].join('\n'),
-		);
-		const nested = {...sandbox, src: path.join(nest, 'm2')};
+		const {held, nested, outerUpper} = await nestedOverlaySource(t, sandbox);
 		const result = await scratchRun(
 			nested,
 			['--', 'sh', '-c', 'cat lib/deep/x.txt; echo new > new.txt; cat new.txt'],
@@ -592,7 +600,7 @@ for (const user of users) {
 			);
 		}
 
-		t.deepEqual(readdirSync(path.join(nest, 'u2')), [], 'the source saw no write');
+		t.deepEqual(readdirSync(outerUpper), [], 'the source saw no write');
 		await eventually(() => fuseDaemonsIn(sandbox).length === 0);
 		t.deepEqual(hostMountsUnder(sandbox.root), []);
 	});
@@ -601,27 +609,10 @@ for (const user of users) {
 for (const user of users) {
 	test(`a signal after auto fell back to fuse reaches the command of the retried run (${user})`, async (t) => {
 		const sandbox = makeSandbox(t, user);
-		const nest = path.join(sandbox.root, 'nest');
-		for (const directory of ['u1', 'w1', 'm1', 'u2', 'w2', 'm2']) {
-			mkdirSync(path.join(nest, directory), {recursive: true});
-		}
-
-		if (user === 'nobody') {
-			chownTree(nest, nobodyId);
-		}
-
-		const held = await holdMountNamespace(
-			t,
-			[
-				`cd '${nest}'`,
-				`mount -t overlay -o lowerdir='${sandbox.src}',upperdir=u1,workdir=w1 nest-1 m1`,
-				'mount -t overlay -o lowerdir=m1,upperdir=u2,workdir=w2 nest-2 m2',
-				'device=$(mktemp -d); mknod -m 666 "$device/fuse" c 10 229; mount --bind "$device/fuse" /dev/fuse; rm -rf "$device"',
-			].join('\n'),
-		);
+		const {held, nested} = await nestedOverlaySource(t, sandbox);
 		const marker = path.join(sandbox.root, 'marker');
 		const subprocess = scratchRun(
-			{...sandbox, src: path.join(nest, 'm2')},
+			nested,
 			[
 				'--',
 				'sh',

@@ -16,9 +16,8 @@ import {
 import os from 'node:os';
 import path from 'node:path';
 import {describeSystemError} from '../errors.js';
-import {nearestExistingDirectory} from '../run/backend.js';
 import {leaseName} from '../store/lease-names.js';
-import {storeLayout} from '../store/store.js';
+import {nearestExistingDirectory, storeLayout} from '../store/store.js';
 import {findExecutableOrUndefined} from '../system/executables.js';
 import {currentProcessIdentity, readChildPids} from '../system/process-identity.js';
 import {randomId} from '../system/random-id.js';

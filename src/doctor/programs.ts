@@ -1,4 +1,5 @@
 import type {BackendName} from '../run/backend.js';
+import {fuseToolNames} from '../run/namespace-plan.js';
 import {findExecutableOrUndefined, programPackages} from '../system/executables.js';
 import type {DoctorCheck, ProgramReport} from './report.js';
 
@@ -17,16 +18,7 @@ export const requiredPrograms: ReadonlyArray<Omit<ProgramReport, 'path'>> = [
 	program('sh', 'every run'),
 	program('mount', 'every run'),
 	program('mkdir', 'every run'),
-	program('fuse-overlayfs', 'fuse backend'),
-	program('umount', 'fuse backend'),
-	program('getfattr', 'fuse backend'),
-	program('setfattr', 'fuse backend'),
-	program('find', 'fuse backend'),
-	program('xargs', 'fuse backend'),
-	program('awk', 'fuse backend'),
-	program('sleep', 'fuse backend'),
-	program('rm', 'fuse backend'),
-	program('mknod', 'fuse backend'),
+	...fuseToolNames.map(([, name]) => program(name, 'fuse backend')),
 	program('flock', 'other commands'),
 	program('nice', 'other commands'),
 	program('ionice', 'other commands'),

@@ -7,11 +7,10 @@ import {
 	backendProblem,
 	filesystemOf,
 	type HostFacts,
-	nearestExistingDirectory,
 	type StoreFacts,
 } from '../run/backend.js';
 import {type LayerFormat, layerFormats} from '../store/layer-format.js';
-import {layerFormatFor, storeLayout} from '../store/store.js';
+import {layerFormatFor, nearestExistingDirectory, storeLayout} from '../store/store.js';
 import {formatBytes} from '../system/format-bytes.js';
 import {formatMode} from './host.js';
 import {formatCount} from './limits.js';

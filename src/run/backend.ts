@@ -3,8 +3,9 @@ import os from 'node:os';
 import path from 'node:path';
 import {UnsupportedEnvironmentError, UsageError} from '../errors.js';
 import {type LayerFormat, layerFormats} from '../store/layer-format.js';
-import {layerFormatFor} from '../store/store.js';
+import {layerFormatFor, nearestExistingDirectory} from '../store/store.js';
 import {findExecutableOrUndefined, programPackages} from '../system/executables.js';
+import {fuseToolNames} from './namespace-plan.js';
 
 /**
 How a run gets its overlay: `kernel` mounts kernel overlayfs as real root, `userns` as root of a user
@@ -32,18 +33,10 @@ export type HostFacts = {
 	missingFusePrograms?: string[];
 };
 
-/** What the fuse backend's teardown runs besides fuse-overlayfs (see namespace-plan.ts). */
-export const fuseTeardownPrograms = [
-	'umount',
-	'getfattr',
-	'setfattr',
-	'find',
-	'awk',
-	'xargs',
-	'sleep',
-	'rm',
-	'mknod',
-];
+/** What the fuse backend's teardown runs besides fuse-overlayfs (the setup script's fuse programs). */
+export const fuseTeardownPrograms = fuseToolNames
+	.map(([, program]) => program)
+	.filter((program) => program !== 'fuse-overlayfs');
 
 /** Facts about the store a run would use: where it is, what it sits on, how its layers are kept. */
 export type StoreFacts = {
@@ -72,13 +65,23 @@ function devFuseAccess(): 'ok' | 'missing' | 'denied' {
 	}
 }
 
-/** Read the facts from this host. */
+/**
+Read the facts from this host. The fuse facts (a dozen program lookups and /dev/fuse) are read only
+when something asks for them: a run with a kernel backend never does.
+*/
 export function readHostFacts(): HostFacts {
 	let filesystems = '';
 	try {
 		filesystems = readFileSync('/proc/filesystems', 'utf8');
 	} catch {}
 
+	let fuse: Pick<HostFacts, 'fuseOverlayfs' | 'devFuse' | 'missingFusePrograms'> | undefined;
+	const readFuseFacts = () =>
+		(fuse ??= {
+			fuseOverlayfs: findExecutableOrUndefined('fuse-overlayfs'),
+			devFuse: devFuseAccess(),
+			missingFusePrograms: fuseTeardownPrograms.filter((program) => !findExecutableOrUndefined(program)),
+		});
 	return {
 		euid: process.geteuid?.() ?? -1,
 		kernelRelease: os.release(),
@@ -86,9 +89,15 @@ export function readHostFacts(): HostFacts {
 		maxUserNamespaces: readNumber('/proc/sys/user/max_user_namespaces'),
 		unprivilegedUsernsClone: readNumber('/proc/sys/kernel/unprivileged_userns_clone'),
 		apparmorRestrictsUserns: readNumber('/proc/sys/kernel/apparmor_restrict_unprivileged_userns'),
-		fuseOverlayfs: findExecutableOrUndefined('fuse-overlayfs'),
-		devFuse: devFuseAccess(),
-		missingFusePrograms: fuseTeardownPrograms.filter((program) => !findExecutableOrUndefined(program)),
+		get fuseOverlayfs() {
+			return readFuseFacts().fuseOverlayfs;
+		},
+		get devFuse() {
+			return readFuseFacts().devFuse;
+		},
+		get missingFusePrograms() {
+			return readFuseFacts().missingFusePrograms;
+		},
 	};
 }
 
@@ -119,24 +128,6 @@ const filesystemNames = new Map<number, string>([
 export function filesystemOf(directory: string): string {
 	const {type} = statfsSync(directory);
 	return filesystemNames.get(type) ?? `0x${type.toString(16)}`;
-}
-
-/** The nearest existing ancestor of a path (the path itself when it exists). */
-export function nearestExistingDirectory(target: string): string {
-	let current = path.resolve(target);
-	for (;;) {
-		try {
-			statfsSync(current);
-			return current;
-		} catch {
-			const parent = path.dirname(current);
-			if (parent === current) {
-				return current;
-			}
-
-			current = parent;
-		}
-	}
 }
 
 /** Read the facts of a store (existing or not): its file system and its layers' format. */

@@ -324,11 +324,14 @@ export function startRun(options: RunOptions): RunHandle {
 			hold?.release();
 		}
 
-		namespace = startNamespace(plan, tools, {
-			runDirectory,
-			stdio: options.stdio ?? ['inherit', 'inherit', 'inherit'],
-			environment: {...(options.env ?? process.env), SCRATCH_RUN_ID: id},
-		});
+		// The run's view as the plan and tools say now (the fallback to fuse starts it a second time).
+		const startView = () =>
+			startNamespace(plan, tools, {
+				runDirectory,
+				stdio: options.stdio ?? ['inherit', 'inherit', 'inherit'],
+				environment: {...(options.env ?? process.env), SCRATCH_RUN_ID: id},
+			});
+		namespace = startView();
 		if (pendingSignal) {
 			namespace.signal(pendingSignal);
 		}
@@ -430,11 +433,7 @@ export function startRun(options: RunOptions): RunHandle {
 				});
 				let retry: NamespaceProcess;
 				try {
-					retry = startNamespace(plan, tools, {
-						runDirectory,
-						stdio: options.stdio ?? ['inherit', 'inherit', 'inherit'],
-						environment: {...(options.env ?? process.env), SCRATCH_RUN_ID: id},
-					});
+					retry = startView();
 				} catch {
 					finishDiscard(store, runDirectory, id);
 					throw failure;

@@ -2,7 +2,6 @@ import {
 	accessSync,
 	chmodSync,
 	constants,
-	existsSync,
 	mkdirSync,
 	readdirSync,
 	readFileSync,
@@ -97,13 +96,22 @@ function storeDirectories(store: Store): string[] {
 	];
 }
 
-function nearestExisting(target: string): string {
-	let current = target;
-	while (!existsSync(current) && path.dirname(current) !== current) {
-		current = path.dirname(current);
-	}
+/** The nearest existing ancestor of a path (the path itself when it exists). */
+export function nearestExistingDirectory(target: string): string {
+	let current = path.resolve(target);
+	for (;;) {
+		try {
+			statfsSync(current);
+			return current;
+		} catch {
+			const parent = path.dirname(current);
+			if (parent === current) {
+				return current;
+			}
 
-	return current;
+			current = parent;
+		}
+	}
 }
 
 /** Whether a directory sits on overlayfs (an upper dir there cannot be mounted: nested overlay). */
@@ -209,7 +217,7 @@ function checkFormatRecord(root: string, recordText: string): LayerFormat {
 async function initializeStore(root: string): Promise<Store> {
 	// A missing store on a read-only file system would fail below with a misleading ENOENT.
 	try {
-		accessSync(nearestExisting(root), constants.W_OK);
+		accessSync(nearestExistingDirectory(root), constants.W_OK);
 	} catch (error) {
 		const {code} = error as NodeJS.ErrnoException;
 		if (code === 'EROFS') {
